@@ -1,0 +1,286 @@
+"""Sample-quality metrics: per-sample statistics and distances between their distributions.
+
+Every input is a batch of fields, a tensor of shape (N, C, H, W).
+
+* Phase data has C = 2 channels (cos phi, sin phi). Each sample is summarised by its
+  circular variance and circular skewness over all grid points (Mardia / Fisher):
+
+      R_p e^{i T_p} = mean over points of e^{i p phi}
+      variance      = 1 - R_1
+      skewness      = R_2 sin(T_2 - 2 T_1) / (1 - R_1)^{3/2}
+
+* Real data (any C) is summarised by its population variance and biased skewness,
+  pooled over all channels and points of one sample.
+
+The validation metrics compare the distributions of these per-sample values with the
+1-D Wasserstein distance W1 (``scipy.stats.wasserstein_distance``), plus the squared
+distance between the mean fields. A real-vs-real "floor" (W1 between two disjoint halves
+of the real set) tells how small a W1 can be made at that sample size.
+
+All statistics are computed in float64 and returned as float64 tensors (or floats).
+"""
+
+import math
+
+import numpy as np
+import scipy.stats
+import torch
+
+METRIC_NAMES = ("w_var", "w_skew", "w_total", "mean_l2", "mean_phase_l2")
+W1_NAMES = ("w_var", "w_skew", "w_total")
+KINDS = ("phase", "real")
+
+# Below this variance the skewness is 0/0; it is reported as 0 (a constant field is
+# not skewed) instead of NaN, so one degenerate sample cannot break W1.
+_DEGENERATE_VAR = 1e-12
+
+
+def _check_batch(x, name="x"):
+    if not torch.is_tensor(x):
+        raise TypeError(f"{name} must be a torch tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must have shape (N, C, H, W), got {tuple(x.shape)}")
+
+
+def _check_phase(x, name="x"):
+    _check_batch(x, name)
+    if x.shape[1] != 2:
+        raise ValueError(f"phase data {name} must have 2 channels (cos, sin), got {x.shape[1]}")
+
+
+def _phase(x):
+    """Angles phi = atan2(sin, cos) of phase data (N, 2, H, W) -> (N, H, W), float64."""
+    x = x.double()
+    return torch.atan2(x[:, 1], x[:, 0])
+
+
+# ---------------------------------------------------------------------------
+# Per-sample statistics
+# ---------------------------------------------------------------------------
+
+
+def circular_moments(phi, p):
+    """p-th trigonometric moment of each sample: R_p e^{i T_p} = mean_points e^{i p phi}.
+
+    phi: angles of shape (N, ...) (usually (N, H, W)); p: the moment order.
+    Returns (R_p, T_p), each of shape (N,): the mean resultant length in [0, 1] and the
+    mean direction in (-pi, pi].
+    """
+    phi = phi.double().reshape(phi.shape[0], -1)
+    c = torch.cos(p * phi).mean(dim=1)
+    s = torch.sin(p * phi).mean(dim=1)
+    return torch.sqrt(c * c + s * s), torch.atan2(s, c)
+
+
+def circular_stats(x):
+    """Circular variance and skewness of each sample of phase data x (N, 2, H, W).
+
+    The angle at each point is atan2(x[:, 1], x[:, 0]), so the amplitude of a point
+    does not matter. Returns {"var": (N,), "skew": (N,)}.
+    """
+    _check_phase(x)
+    phi = _phase(x)
+    r1, t1 = circular_moments(phi, 1)
+    r2, t2 = circular_moments(phi, 2)
+    var = 1.0 - r1
+    degenerate = var <= _DEGENERATE_VAR
+    denom = torch.where(degenerate, torch.ones_like(var), var).pow(1.5)
+    skew = torch.where(degenerate, torch.zeros_like(var), r2 * torch.sin(t2 - 2.0 * t1) / denom)
+    return {"var": var, "skew": skew}
+
+
+def real_stats(x):
+    """Population variance (ddof 0) and biased skewness of each sample of x (N, C, H, W).
+
+    Pooled over all channels and points of a sample; the skewness m3 / m2^{3/2} is
+    scipy.stats.skew's default, except that a constant sample gets 0 instead of NaN.
+    Returns {"var": (N,), "skew": (N,)}.
+    """
+    _check_batch(x)
+    flat = x.double().reshape(x.shape[0], -1)
+    centred = flat - flat.mean(dim=1, keepdim=True)
+    m2 = centred.pow(2).mean(dim=1)
+    m3 = centred.pow(3).mean(dim=1)
+    # Constant up to rounding (relative to the sample's scale, like scipy's check).
+    degenerate = m2 <= (1e-12 * flat.abs().amax(dim=1)) ** 2
+    denom = torch.where(degenerate, torch.ones_like(m2), m2).pow(1.5)
+    skew = torch.where(degenerate, torch.zeros_like(m2), m3 / denom)
+    return {"var": m2, "skew": skew}
+
+
+def sample_stats(x, kind):
+    """Per-sample statistics for a data kind: "phase" -> circular_stats, "real" -> real_stats."""
+    if kind == "phase":
+        return circular_stats(x)
+    if kind == "real":
+        return real_stats(x)
+    raise ValueError(f"unknown data kind {kind!r}; expected one of {KINDS}")
+
+
+# ---------------------------------------------------------------------------
+# Mean fields and distances
+# ---------------------------------------------------------------------------
+
+
+def mean_phase(x):
+    """Mean direction at each point over the samples of phase data x (N, 2, H, W) -> (H, W).
+
+    atan2(mean sin phi, mean cos phi), with phi = atan2(x[:, 1], x[:, 0]) so that samples
+    off the unit circle count with unit weight.
+    """
+    _check_phase(x)
+    phi = _phase(x)
+    return torch.atan2(torch.sin(phi).mean(dim=0), torch.cos(phi).mean(dim=0))
+
+
+def circular_difference(a, b):
+    """a - b wrapped into (-pi, pi] (works elementwise on tensors, broadcasting)."""
+    a = torch.as_tensor(a, dtype=torch.float64)
+    b = torch.as_tensor(b, dtype=torch.float64)
+    # remainder(., 2 pi) lies in [0, 2 pi), so pi - remainder(pi - d) lies in (-pi, pi].
+    d = math.pi - torch.remainder(math.pi - (a - b), 2.0 * math.pi)
+    # Guard the rounding edge where remainder returns 2 pi itself.
+    return torch.where(d <= -math.pi, d + 2.0 * math.pi, d)
+
+
+def _to_numpy_1d(v, name):
+    if torch.is_tensor(v):
+        v = v.detach().cpu().double().numpy()
+    arr = np.asarray(v, dtype=np.float64).reshape(-1)
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains {int(np.sum(~np.isfinite(arr)))} non-finite values")
+    return arr
+
+
+def wasserstein(a, b):
+    """1-D Wasserstein-1 distance between the empirical distributions of a and b.
+
+    a, b: tensors, arrays or sequences (flattened). Non-finite values raise ValueError.
+    """
+    return float(scipy.stats.wasserstein_distance(_to_numpy_1d(a, "a"), _to_numpy_1d(b, "b")))
+
+
+# ---------------------------------------------------------------------------
+# Validation metrics
+# ---------------------------------------------------------------------------
+
+
+def validation_metrics(real, generated, kind, real_stats_cached=None):
+    """Compare generated samples with real ones; returns a dict of floats.
+
+    w_var, w_skew: W1 between the per-sample variances (skewnesses) of the two sets;
+    w_total = w_var + w_skew; mean_l2: mean over channels and points of the squared
+    difference of the mean fields; mean_phase_l2 (phase data only): mean over points of
+    the squared circular difference of the mean phases. Generated samples holding NaN
+    or inf are left out, and their number is reported as n_nonfinite (always present).
+    If no generated sample is finite, every metric is NaN.
+
+    real_stats_cached: sample_stats(real, kind), if already computed.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown data kind {kind!r}; expected one of {KINDS}")
+    _check_batch(real, "real")
+    _check_batch(generated, "generated")
+    if real.shape[1:] != generated.shape[1:]:
+        raise ValueError(
+            f"real and generated samples differ in shape: {tuple(real.shape[1:])} "
+            f"vs {tuple(generated.shape[1:])}"
+        )
+    if real.shape[0] == 0:
+        raise ValueError("real set is empty")
+    if not torch.isfinite(real).all():
+        raise ValueError("real samples contain non-finite values")
+
+    finite = torch.isfinite(generated).reshape(generated.shape[0], -1).all(dim=1)
+    n_nonfinite = int((~finite).sum())
+    generated = generated[finite]
+
+    names = METRIC_NAMES if kind == "phase" else METRIC_NAMES[:-1]  # no mean_phase_l2
+    if generated.shape[0] == 0:
+        out = {name: float("nan") for name in names}
+        out["n_nonfinite"] = n_nonfinite
+        return out
+
+    s_real = real_stats_cached if real_stats_cached is not None else sample_stats(real, kind)
+    s_gen = sample_stats(generated, kind)
+    out = {
+        "w_var": wasserstein(s_real["var"], s_gen["var"]),
+        "w_skew": wasserstein(s_real["skew"], s_gen["skew"]),
+    }
+    out["w_total"] = out["w_var"] + out["w_skew"]
+    diff = real.double().mean(dim=0) - generated.double().mean(dim=0)
+    out["mean_l2"] = float(diff.pow(2).mean())
+    if kind == "phase":
+        dphi = circular_difference(mean_phase(real), mean_phase(generated))
+        out["mean_phase_l2"] = float(dphi.pow(2).mean())
+    out["n_nonfinite"] = n_nonfinite
+    return out
+
+
+def split_halves(n, seed=0):
+    """Two disjoint random index sets of size n // 2 each (seeded; the odd one out is dropped)."""
+    if n < 2:
+        raise ValueError(f"need at least 2 samples to split into halves, got {n}")
+    g = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(n, generator=g)
+    half = n // 2
+    return perm[:half], perm[half : 2 * half]
+
+
+def floor_metrics(real, kind, seed=0):
+    """Real-vs-real floor: validation_metrics between two disjoint seeded random halves of real."""
+    _check_batch(real, "real")
+    idx_a, idx_b = split_halves(real.shape[0], seed)
+    idx_a = idx_a.to(real.device)
+    idx_b = idx_b.to(real.device)
+    return validation_metrics(real[idx_a], real[idx_b], kind)
+
+
+def relative_to_floor(metrics, floor):
+    """Each W1 metric as a multiple of its real-vs-real floor: {"w_var_x_floor": ..., ...}.
+
+    Only the ratio keys are returned (merge them into metrics with dict.update). A metric
+    whose floor is missing, zero or non-finite gets no ratio.
+    """
+    out = {}
+    for name in W1_NAMES:
+        if name not in metrics or name not in floor:
+            continue
+        f = float(floor[name])
+        if not math.isfinite(f) or f <= 0.0:
+            continue
+        out[f"{name}_x_floor"] = float(metrics[name]) / f
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Spectra
+# ---------------------------------------------------------------------------
+
+
+def radial_power_spectrum(x):
+    """Azimuthally averaged power spectrum of x (N, C, H, W) -> (min(H, W) // 2 + 1,).
+
+    The domain is taken as the unit square, so the wavenumber of a mode is counted in
+    cycles per domain on each axis (independent of the resolution). |c_k|^2, with c_k the
+    Fourier coefficients (FFT divided by H W, so that a resolved mode has the same power
+    at every resolution), is averaged over samples, channels and the modes whose radial
+    wavenumber |k| rounds to each integer bin. Modes beyond min(H, W) // 2 (the corners)
+    are left out. For phase data the two channels (cos, sin) are simply averaged.
+    """
+    _check_batch(x)
+    n, c, h, w = x.shape
+    power = torch.fft.fft2(x.double(), norm="forward").abs().pow(2).mean(dim=(0, 1))  # (H, W)
+    ky = torch.fft.fftfreq(h, d=1.0 / h, dtype=torch.float64, device=power.device)
+    kx = torch.fft.fftfreq(w, d=1.0 / w, dtype=torch.float64, device=power.device)
+    k = torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
+    bins = torch.round(k).long().reshape(-1)
+    n_bins = min(h, w) // 2 + 1
+    keep = bins < n_bins
+    total = torch.zeros(n_bins, dtype=torch.float64, device=power.device)
+    count = torch.zeros(n_bins, dtype=torch.float64, device=power.device)
+    total.index_add_(0, bins[keep], power.reshape(-1)[keep])
+    count.index_add_(0, bins[keep], torch.ones_like(power.reshape(-1)[keep]))
+    return total / count
