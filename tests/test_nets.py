@@ -1,0 +1,257 @@
+"""Tests for the noise-conditioned neural-operator backbones (CPU, small sizes)."""
+
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from model_code.nets.embedding import NoiseLevelEmbedding
+from model_code.nets.neuralop_nets import (
+    ConditionedFNO,
+    ConditionedUNO,
+    count_parameters,
+    grid_coordinates,
+    uno_layout,
+)
+
+SMALL = dict(width=8, n_modes=8, embedding_dim=16)
+NETS = [ConditionedFNO, ConditionedUNO]
+NET_IDS = ["fno", "uno"]
+
+_cache = {}
+
+
+def small_net(cls, **kwargs):
+    torch.manual_seed(0)
+    return cls(**{**SMALL, **kwargs})
+
+
+def cached_net(cls):
+    """One shared small net per class for read-only tests (construction is the slow part)."""
+    if cls not in _cache:
+        _cache[cls] = small_net(cls).eval()
+    return _cache[cls]
+
+
+def perturb_film(net, std=0.2, seed=1):
+    """Give the zero-initialised FiLM layers non-zero weights (as training would)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.film.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return net
+
+
+def rand(shape, seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------- embedding
+
+
+def test_noise_embedding_shape_and_dependence():
+    torch.manual_seed(0)
+    emb = NoiseLevelEmbedding(24, n_frequencies=8)
+    c = torch.tensor([-2.0, 0.0, 0.5, 2.0])
+    out = emb(c)
+    assert out.shape == (4, 24)
+    assert torch.isfinite(out).all()
+    assert not torch.allclose(out[0], out[3])
+    # per sample: a batch equals its rows computed one by one
+    rows = torch.cat([emb(c[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(out, rows, rtol=1e-5, atol=1e-6)
+    # the frequencies are not checkpoint state
+    assert "frequencies" not in emb.state_dict()
+
+
+def test_embedding_does_not_import_neuralop():
+    code = "import sys, model_code.nets.embedding; assert 'neuralop' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize("cls", NETS, ids=NET_IDS)
+@pytest.mark.parametrize("n", [16, 30, 32, 60, 64])
+def test_output_shape_any_resolution(cls, n):
+    net = cached_net(cls)
+    x = rand((2, 2, n, n))
+    with torch.no_grad():
+        y = net(x, torch.tensor([0.3, -1.2]))
+        assert y.shape == x.shape
+        assert torch.isfinite(y).all()
+        # super-resolution: the same net at twice the resolution
+        x2 = rand((1, 2, 2 * n, 2 * n))
+        y2 = net(x2, torch.tensor([0.0]))
+        assert y2.shape == x2.shape
+
+
+@pytest.mark.parametrize("cls", NETS, ids=NET_IDS)
+def test_non_square_and_domain_padding(cls):
+    net = small_net(cls, domain_padding=0.1).eval()
+    with torch.no_grad():
+        for shape in [(30, 30), (60, 64), (17, 32)]:
+            x = rand((2, 2, *shape))
+            assert net(x, torch.zeros(2)).shape == x.shape
+
+
+def test_grid_coordinates_same_points_at_any_resolution():
+    g16 = grid_coordinates(torch.zeros(1, 1, 16, 16))
+    g32 = grid_coordinates(torch.zeros(1, 1, 32, 32))
+    assert g16.shape == (1, 2, 16, 16)
+    torch.testing.assert_close(g32[..., ::2, ::2], g16)
+    assert g16[0, 0, 1, 0] == pytest.approx(1 / 16) and g16[0, 1, 0, 1] == pytest.approx(1 / 16)
+    assert g16.min() == 0 and g16.max() < 1
+
+
+def test_uno_layout():
+    layout = uno_layout(32, (1, 2, 4, 4), (16, 16))
+    assert layout["widths"] == [32, 64, 128, 128, 128, 64, 32, 32]
+    assert layout["scalings"] == [1.0, 0.5, 0.5, 0.5, 2.0, 2.0, 2.0, 1.0]
+    assert layout["skips"] == {5: 2, 6: 1, 7: 0}
+    assert [m[0] for m in layout["modes"]] == [16, 8, 4, 4, 4, 4, 8, 16]
+    # skip sources and targets meet at the same level (same resolution)
+    for target, source in layout["skips"].items():
+        assert layout["levels"][target - 1] == layout["levels"][source]
+    assert layout["levels"][-1] == 0
+    # few modes are never raised above n_modes
+    assert max(m[0] for m in uno_layout(8, (1, 2), (3, 3))["modes"]) == 3
+
+
+# ----------------------------------------------------------------------------- conditioning
+
+
+@pytest.mark.parametrize("cls", NETS, ids=NET_IDS)
+def test_film_is_zero_initialised(cls):
+    net = small_net(cls)
+    for layer in net.film:
+        assert torch.count_nonzero(layer.weight) == 0 and torch.count_nonzero(layer.bias) == 0
+    x = rand((1, 2, 16, 16))
+    c1, c2 = torch.tensor([-1.5]), torch.tensor([1.5])
+    with torch.no_grad():
+        # the bias after lifting is active from the start ...
+        assert not torch.allclose(net(x, c1), net(x, c2))
+        # ... and is the only path through which the noise level acts at initialisation
+        net.lift_bias.weight.zero_()
+        torch.testing.assert_close(net(x, c1), net(x, c2))
+
+
+@pytest.mark.parametrize("cls", NETS, ids=NET_IDS)
+def test_conditioning_is_per_sample(cls):
+    net = perturb_film(small_net(cls)).eval()
+    x = rand((1, 2, 32, 32))
+    c1, c2 = torch.tensor([-1.0]), torch.tensor([1.0])
+    with torch.no_grad():
+        net.lift_bias.weight.zero_()  # only the FiLM path is left
+        y1, y2 = net(x, c1), net(x, c2)
+        assert (y1 - y2).abs().max() > 1e-3 * y1.abs().max()
+        batch = net(x.expand(2, -1, -1, -1).contiguous(), torch.cat([c1, c2]))
+        torch.testing.assert_close(batch[0:1], y1, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(batch[1:2], y2, rtol=1e-4, atol=1e-5)
+        # a scalar c_noise is broadcast over the batch
+        torch.testing.assert_close(net(x, torch.tensor(-1.0)), y1)
+    with pytest.raises(ValueError):
+        net(x, torch.zeros(3))
+
+
+# ----------------------------------------------------------------------------- nonlinearity
+
+
+def test_uno_is_not_affine():
+    net = perturb_film(small_net(ConditionedUNO)).eval()
+    x = rand((2, 2, 32, 32))
+    c = torch.tensor([0.2, -0.7])
+    with torch.no_grad():
+        f2x, fx, f0 = net(2 * x, c), net(x, c), net(torch.zeros_like(x), c)
+    # compare with the part of the output that depends on x (F(0) is mostly a constant)
+    residual = (f2x - 2 * fx + f0).norm()
+    assert residual > 0.05 * (f2x - f0).norm()
+
+
+def test_uno_applies_explicit_activation_after_every_layer_but_the_last():
+    net = small_net(ConditionedUNO)
+    calls = []
+    net.activation.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape))
+    with torch.no_grad():
+        net(rand((1, 2, 32, 32)), torch.zeros(1))
+    assert len(calls) == len(net.fno_blocks) - 1
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+@pytest.mark.parametrize("cls", NETS, ids=NET_IDS)
+def test_rebuild_from_config_and_state_dict(cls):
+    net = perturb_film(small_net(cls, factorization="tucker", rank=0.5, domain_padding=0.125)).eval()
+    config = json.loads(json.dumps(net.config))
+    buffer = io.BytesIO()
+    torch.save({"config": config, "state": net.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)  # no pickled functions in the state dict
+    torch.manual_seed(123)  # a different random init that load_state_dict must overwrite
+    rebuilt = type(net)(**saved["config"]).eval()
+    rebuilt.load_state_dict(saved["state"], strict=True)
+    x = rand((2, 2, 30, 30))
+    c = torch.tensor([0.4, -1.1])
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x, c), net(x, c), rtol=0, atol=0)
+    assert rebuilt.config == net.config
+
+
+@pytest.mark.parametrize("cls", NETS, ids=NET_IDS)
+def test_tucker_factorization_has_fewer_parameters(cls):
+    dense = cached_net(cls)
+    tucker = small_net(cls, factorization="tucker", rank=0.1)
+    assert count_parameters(tucker) < count_parameters(dense)
+    with torch.no_grad():
+        y = tucker(rand((2, 2, 32, 32)), torch.zeros(2))
+    assert y.shape == (2, 2, 32, 32) and torch.isfinite(y).all()
+
+
+def test_count_parameters_counts_complex_as_two():
+    lin = torch.nn.Linear(3, 2)
+    assert count_parameters(lin) == 8
+    module = torch.nn.Module()
+    module.w = torch.nn.Parameter(torch.zeros(5, dtype=torch.cfloat))
+    assert count_parameters(module) == 10
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize("cls", NETS, ids=NET_IDS)
+def test_gradients_reach_every_parameter(cls):
+    net = small_net(cls).train()
+    x = rand((2, 2, 32, 32))
+    loss = (net(x, torch.tensor([0.5, -0.5])) - x).pow(2).mean()
+    loss.backward()
+    missing = [name for name, p in net.named_parameters() if p.grad is None]
+    assert not missing
+    zero = [name for name, p in net.named_parameters() if not torch.count_nonzero(p.grad)]
+    assert not zero
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_uno_construction_prints_nothing(capsys):
+    small_net(ConditionedUNO, channel_multipliers=(1, 2))
+    small_net(ConditionedFNO, n_layers=2)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+
+
+def test_factorization_names():
+    assert ConditionedFNO(**SMALL, n_layers=1, factorization="None").config["factorization"] is None
+    assert ConditionedFNO(**SMALL, n_layers=1, factorization="Tucker").config["factorization"] == "tucker"
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError):
+        ConditionedFNO(**SMALL, factorization="svd")
+    with pytest.raises(ValueError):
+        ConditionedUNO(**SMALL, channel_multipliers=())
+    with pytest.raises(ValueError):
+        cached_net(ConditionedFNO)(torch.zeros(1, 3, 16, 16), torch.zeros(1))
