@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# exps/main.sh -- start one training run.
+#
+#   RUN_LOCAL=1 bash main.sh sbgm <name> <json> [key=value ...]   run in place
+#               bash main.sh sbgm <name> <json> [key=value ...]   copy code, run the copy
+#               bash main.sh <name> <json> [key=value ...]        same, method = sbgm
+#
+# The run folder is $SAVEDIR/<name>/<id>, where <id> is $SLURM_JOB_ID when set
+# (so a requeued Slurm job finds and resumes its own folder) and otherwise a
+# fresh timestamp id YYYYmmdd-HHMMSS-<pid>.  SAVEDIR / DATA_DIR come from
+# env.sh.  <json> is looked up from the current directory first, then from
+# exps/ (so both `cd exps; bash main.sh sbgm x json/q.json` and
+# `bash exps/main.sh sbgm x exps/json/q.json` work).  Extra arguments go to
+# train.py unchanged (key=value overrides, --quiet).
+#
+# Without RUN_LOCAL (what a Slurm job should do) the working tree is copied to
+# <run>/code (git-tracked plus untracked, non-ignored files), the commit and
+# the uncommitted changes are recorded (git_commit.txt, git_diff.patch,
+# git_status.txt) and train.py runs from that copy, so editing the checkout
+# while jobs wait in the queue does not change them.  On a requeue the
+# existing copy is reused.
+#
+# Python replaces this shell (exec): signals reach it and its exit status is
+# the script's exit status.
+
+set -euo pipefail
+
+METHODS="sbgm gano"
+EXPS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "${EXPS_DIR}/.." && pwd)"
+
+usage() {
+    echo "usage: [RUN_LOCAL=1] bash main.sh [sbgm] <experiment name> <json file> [key=value ...]" >&2
+    exit 2
+}
+die() {
+    echo "main.sh: $*" >&2
+    exit 2
+}
+
+is_method() {
+    case " ${METHODS} " in *" $1 "*) return 0 ;; *) return 1 ;; esac
+}
+
+# ---- arguments --------------------------------------------------------------
+[ "$#" -ge 1 ] || usage
+case "$1" in -h|--help) usage ;; esac
+if is_method "$1"; then
+    METHOD="$1"
+    shift
+else
+    METHOD="sbgm"   # the seed-000 form: main.sh <name> <json>
+fi
+if [ "${METHOD}" != "sbgm" ]; then
+    die "method '${METHOD}' is not available yet (only sbgm)"
+fi
+[ "$#" -ge 2 ] || usage
+NAME="$1"
+JSON="$2"
+shift 2
+case "${NAME}" in
+    ""|.|..|-*|*/*|*" "*) die "bad experiment name '${NAME}' (no '/', spaces or leading '-')" ;;
+esac
+
+# Resolve the json: absolute, or relative to the cwd, or relative to exps/.
+if [ -f "${JSON}" ]; then
+    JSON="$(cd "$(dirname "${JSON}")" && pwd)/$(basename "${JSON}")"
+elif [ "${JSON#/}" = "${JSON}" ] && [ -f "${EXPS_DIR}/${JSON}" ]; then
+    JSON="$(cd "$(dirname "${EXPS_DIR}/${JSON}")" && pwd)/$(basename "${JSON}")"
+else
+    die "json file '${JSON}' not found (looked in $(pwd) and ${EXPS_DIR})"
+fi
+
+# ---- environment and run folder ---------------------------------------------
+# shellcheck source=env.sh
+source "${EXPS_DIR}/env.sh"
+PYTHON="${PYTHON:-python}"
+
+if [ -n "${SLURM_JOB_ID:-}" ]; then
+    RUN_ID="${SLURM_JOB_ID}"
+else
+    RUN_ID="$(date +%Y%m%d-%H%M%S)-$$"
+fi
+RUN_DIR="${SAVEDIR}/${NAME}/${RUN_ID}"
+mkdir -p "${RUN_DIR}"
+echo "run folder: ${RUN_DIR}"
+
+case "${RUN_LOCAL:-}" in
+    ""|0|false|no) RUN_LOCAL=0 ;;
+    *) RUN_LOCAL=1 ;;
+esac
+
+if [ "${RUN_LOCAL}" = 1 ]; then
+    cd "${REPO_ROOT}"
+    exec "${PYTHON}" train.py --cfg "${JSON}" --savedir "${RUN_DIR}" "$@"
+fi
+
+# ---- copy the code into the run folder ----------------------------------------
+CODE_DIR="${RUN_DIR}/code"
+if [ -d "${CODE_DIR}" ]; then
+    echo "reusing the code copy in ${CODE_DIR} (requeued or resumed run)"
+else
+    rm -rf "${CODE_DIR}.partial"   # left over from an interrupted copy
+    mkdir -p "${CODE_DIR}.partial"
+    if git -C "${REPO_ROOT}" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        git -C "${REPO_ROOT}" rev-parse HEAD > "${RUN_DIR}/git_commit.txt" 2>/dev/null \
+            || echo "no commit yet" > "${RUN_DIR}/git_commit.txt"
+        git -C "${REPO_ROOT}" diff HEAD > "${RUN_DIR}/git_diff.patch" 2>/dev/null \
+            || git -C "${REPO_ROOT}" diff > "${RUN_DIR}/git_diff.patch"
+        git -C "${REPO_ROOT}" status --porcelain > "${RUN_DIR}/git_status.txt"
+        # Tracked files plus untracked files that are not ignored (a new module
+        # or json that is not committed yet), minus deleted files and anything
+        # under SAVEDIR when SAVEDIR lies inside the checkout.
+        rel_savedir=""
+        case "${SAVEDIR}/" in "${REPO_ROOT}/"*) rel_savedir="${SAVEDIR#"${REPO_ROOT}"/}" ;; esac
+        (cd "${REPO_ROOT}" \
+            && git ls-files -z --cached --others --exclude-standard \
+            | while IFS= read -r -d '' f; do
+                  if [ -n "${rel_savedir}" ]; then
+                      case "${f}" in "${rel_savedir}"/*) continue ;; esac
+                  fi
+                  if [ -e "${f}" ] || [ -L "${f}" ]; then printf '%s\0' "${f}"; fi
+              done \
+            | tar --null --no-recursion -T - -cf -) \
+            | tar -xf - -C "${CODE_DIR}.partial"
+    else
+        echo "not a git checkout" > "${RUN_DIR}/git_commit.txt"
+        : > "${RUN_DIR}/git_diff.patch"
+        excludes=(--exclude=./.venv --exclude=./results --exclude=./data --exclude=./runs
+                  --exclude=./.git --exclude='__pycache__' --exclude='*.pyc')
+        case "${SAVEDIR}/" in
+            "${REPO_ROOT}/"*) excludes+=("--exclude=./${SAVEDIR#"${REPO_ROOT}"/}") ;;
+        esac
+        (cd "${REPO_ROOT}" && tar "${excludes[@]}" -cf - .) | tar -xf - -C "${CODE_DIR}.partial"
+    fi
+    mv "${CODE_DIR}.partial" "${CODE_DIR}"
+fi
+
+# Use the copied json when the json is part of the copied tree, so a requeued
+# job reads the configuration it was submitted with.
+case "${JSON}" in
+    "${REPO_ROOT}/"*)
+        if [ -f "${CODE_DIR}/${JSON#"${REPO_ROOT}"/}" ]; then
+            JSON="${CODE_DIR}/${JSON#"${REPO_ROOT}"/}"
+        fi
+        ;;
+esac
+
+cd "${CODE_DIR}"
+exec "${PYTHON}" train.py --cfg "${JSON}" --savedir "${RUN_DIR}" "$@"
