@@ -1,0 +1,239 @@
+"""The experiment configuration: one documented schema, files that override it, CLI last.
+
+`Arguments` keeps the published field names (seeds 000/001: `sigma_1`, `d_co_domain`,
+`mult_dims`, `npad`, `Ntest`, ...) so the published json files read as they were,
+with two deliberate differences documented in README.org: sigmas are standard
+deviations (the published files held variances), and Fourier modes are a fixed count
+(`n_modes`) instead of a fraction (`fmult`), so one model runs at any resolution.
+
+Only build.py and the entry scripts read this object.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from .errors import UserError
+
+
+def _f(default, help, choices=None, **kw):
+    """A schema field with its documentation (and allowed values) attached."""
+    meta = {"help": help}
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass
+class Arguments:
+    # --- data -----------------------------------------------------------------
+    dataset: str = _f("volcano", "training data: 'volcano' (.int files under $DATA_DIR/subset_128) "
+                      "or 'grf' (periodic Gaussian random fields with known statistics)",
+                      choices=("volcano", "grf"))
+    resolution: Optional[int] = _f(None, "grid size (pixels per side) the data is resized to before "
+                                   "cropping; null keeps the files' 128 px (volcano) / 32 px (grf)")
+    npad: int = _f(8, "pixels cropped in total from each spatial axis after resizing, half from each "
+                   "side (published: 128 px - 8 = 120 px)")
+    val_size: float = _f(0.1, "fraction of the (sorted) files held out for validation; the real "
+                         "statistics of the metrics come from this split only")
+    split_seed: int = _f(0, "seed of the train/validation split")
+    max_examples: Optional[int] = _f(None, "use only the first N files of the sorted list "
+                                     "(null = all); for quick runs")
+    augment: bool = _f(True, "random horizontal and vertical flips of training fields")
+    grf_n_train: int = _f(1024, "grf dataset: number of training fields")
+    grf_n_valid: int = _f(512, "grf dataset: number of validation fields")
+    grf_alpha: float = _f(2.5, "grf dataset: smoothness exponent alpha of (-Laplacian + tau^2)^-alpha")
+    grf_tau: float = _f(7.0, "grf dataset: inverse length scale tau of the covariance operator")
+
+    # --- noise ----------------------------------------------------------------
+    white_noise: bool = _f(False, "true: white noise N(0, I); false: Gaussian random field N(0, C) "
+                           "and the rbf_* fields apply")
+    kernel: str = _f("rbf", "covariance kernel of the GRF noise: 'rbf' exp(-d^2/(2 l^2)) or "
+                     "'exponential' exp(-d/(2 l^2)) (what the published code computed)",
+                     choices=("rbf", "exponential"))
+    rbf_scale: float = _f(0.05, "kernel length scale l, in units of the domain [0,1] (larger = smoother)")
+    rbf_eps: float = _f(0.01, "nugget: C = K + rbf_eps^2 I (standard deviation of an added white part)")
+
+    # --- forward process (variance exploding, standard deviations) -------------
+    schedule: str = _f("geometric", "spacing of the noise levels sigma_1 > ... > sigma_L",
+                       choices=("geometric", "linear"))
+    sigma_1: float = _f(5.477, "largest noise level (standard deviation)")
+    sigma_L: float = _f(0.1, "smallest noise level (standard deviation)")
+    L: int = _f(500, "number of noise levels")
+    level_sampling: str = _f("discrete", "training noise levels: 'discrete' (uniform over the L levels, "
+                             "with replacement) or 'continuous' (log-uniform in [sigma_L, sigma_1])",
+                             choices=("discrete", "continuous"))
+    sigma_data: float = _f(0.7, "typical standard deviation of the data per point, used by the EDM "
+                           "preconditioning (cos/sin phase channels: about 0.7)")
+    loss_weighting: str = _f("edm", "lambda(sigma) of the denoising loss: 'edm' = 1/c_out^2, "
+                             "'score' = 1/sigma^2 (the classic sigma^2-weighted score matching)",
+                             choices=("edm", "score"))
+
+    # --- network ----------------------------------------------------------------
+    arch: str = _f("uno", "score-network backbone from neuraloperator", choices=("uno", "fno"))
+    d_co_domain: int = _f(32, "width: channels of the first hidden layer")
+    mult_dims: List[int] = _f([1, 2, 4, 4], "UNO channel multipliers of the encoder levels "
+                              "(each level halves the resolution after the first)")
+    n_layers: int = _f(4, "FNO: number of Fourier layers")
+    n_modes: int = _f(16, "Fourier modes kept per axis at full resolution (a count, not a fraction, "
+                      "so the model runs at any resolution; published fmult=0.5 at 120 px ~ 30 modes)")
+    factorization: Optional[str] = _f(None, "tensor factorization of the spectral weights: "
+                                      "null (dense), 'tucker', 'cp' or 'tt'")
+    rank: float = _f(1.0, "rank of the factorization, as a fraction of the dense size")
+    domain_padding: Optional[float] = _f(None, "zero padding of the domain, as a fraction of the "
+                                         "resolution (published 8 px at 120 px = 0.0667); null = none")
+    embedding_dim: int = _f(128, "size of the noise-level embedding that conditions every block")
+
+    # --- optimisation -----------------------------------------------------------
+    batch_size: int = _f(16, "training batch size")
+    epochs: int = _f(100, "number of passes over the training split")
+    lr: float = _f(2e-4, "Adam learning rate")
+    grad_clip: Optional[float] = _f(1.0, "clip the gradient norm to this value (null = no clipping)")
+    ema_rate: Optional[float] = _f(0.999, "EMA decay of the weights used for sampling; warm-up "
+                                   "min(rate, (1+t)/(10+t)); null disables EMA (published 0.1 averaged nothing)")
+    seed: int = _f(0, "seed of initialisation, data order, augmentation and training noise")
+    max_minutes: Optional[float] = _f(None, "stop training after this many minutes of wall time "
+                                      "(after the epoch in progress, with a final validation round); "
+                                      "null = run all epochs")
+
+    # --- validation and sampling --------------------------------------------------
+    record_interval: int = _f(100, "compute the validation metrics (and samples/<epoch>.png) every N epochs")
+    Ntest: int = _f(256, "number of samples generated for the validation metrics")
+    val_batch_size: int = _f(128, "batch size of generation")
+    val_seed: int = _f(10_000, "sample k of every validation round uses seed val_seed + k, so epochs "
+                       "are compared on the same noise")
+    T: int = _f(3, "annealed Langevin: steps per noise level")
+    epsilon: float = _f(6e-6, "annealed Langevin step size at the smallest level: "
+                        "a_i = epsilon * sigma_i^2 / sigma_L^2")
+    final_denoise: bool = _f(True, "end sampling with x <- D(x, sigma_L)")
+    n_plot: int = _f(16, "samples drawn in samples/<epoch>.png")
+
+    # --- system ---------------------------------------------------------------------
+    device: str = _f("auto", "'auto' (cuda when available, else cpu), 'cpu', 'cuda' or 'cuda:N'")
+    tensorboard: bool = _f(True, "write TensorBoard events into <savedir>/tb")
+
+
+# Keys accepted in files but never part of the schema: json has no comments, so
+# experiment files explain themselves in keys that start with an underscore.
+COMMENT_PREFIX = "_"
+
+
+def field_help() -> list[tuple[str, str, str, str]]:
+    """(name, type, default, help) of every field, for train.py --help and README.org."""
+    rows = []
+    for f in dataclasses.fields(Arguments):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        typ = str(f.type).replace("typing.", "")
+        doc = f.metadata["help"]
+        if "choices" in f.metadata:
+            doc += f" (one of: {', '.join(f.metadata['choices'])})"
+        rows.append((f.name, typ, json.dumps(default), doc))
+    return rows
+
+
+def _read_file(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except (ValueError, ImportError) as err:  # json/yaml errors are ValueError subclasses
+        first = str(err).splitlines()[0]
+        raise UserError(f"cannot parse config file {path}: {first}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of key: value")
+    return {k: v for k, v in data.items() if not str(k).startswith(COMMENT_PREFIX)}
+
+
+def _parse_overrides(overrides: list[str]) -> dict:
+    from omegaconf import OmegaConf
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override '{item}' is not of the form key=value")
+    return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
+
+
+def _check_keys(values: dict, source: str) -> None:
+    names = [f.name for f in dataclasses.fields(Arguments)]
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UserError(f"unknown config key '{key}' in {source}{hint}")
+
+
+def from_dict(values: dict, source: str = "config") -> Arguments:
+    """Validate `values` against the schema (names, types, choices, ranges)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    _check_keys(values, source)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Arguments), OmegaConf.create(values))
+        args = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        msg = str(getattr(err, "msg", err)).splitlines()[0]
+        raise UserError(f"config key '{key}' in {source}: {msg}") from None
+    validate(args)
+    return args
+
+
+def load(path: Optional[str], overrides: list[str] = ()) -> Arguments:
+    """Schema defaults <- file (json or yaml) <- `key=value` overrides."""
+    values = _read_file(Path(path)) if path else {}
+    _check_keys(values, str(path))
+    cli = _parse_overrides(list(overrides))
+    _check_keys(cli, "the command line")
+    values.update(cli)
+    return from_dict(values, source=str(path) if path else "the command line")
+
+
+def validate(args: Arguments) -> None:
+    """Range and choice checks that a type alone does not express."""
+    for f in dataclasses.fields(Arguments):
+        choices = f.metadata.get("choices")
+        value = getattr(args, f.name)
+        if choices and value not in choices:
+            raise UserError(f"config key '{f.name}' must be one of {', '.join(choices)}; got '{value}'")
+    if args.factorization is not None and args.factorization not in ("tucker", "cp", "tt"):
+        raise UserError(f"config key 'factorization' must be null, tucker, cp or tt; got '{args.factorization}'")
+    if not args.sigma_1 > args.sigma_L > 0:
+        raise UserError(f"noise levels must satisfy sigma_1 > sigma_L > 0 (standard deviations); "
+                        f"got sigma_1={args.sigma_1}, sigma_L={args.sigma_L}")
+    positive = ("L", "T", "batch_size", "epochs", "record_interval", "Ntest", "val_batch_size",
+                "d_co_domain", "n_layers", "n_modes", "embedding_dim", "n_plot", "grf_n_train",
+                "grf_n_valid")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise UserError(f"config key '{name}' must be >= 1; got {getattr(args, name)}")
+    for name in ("lr", "epsilon", "rbf_scale", "sigma_data", "rank"):
+        if not getattr(args, name) > 0:
+            raise UserError(f"config key '{name}' must be > 0; got {getattr(args, name)}")
+    if not 0 < args.val_size < 1:
+        raise UserError(f"config key 'val_size' must be in (0, 1); got {args.val_size}")
+    if args.ema_rate is not None and not 0 <= args.ema_rate < 1:
+        raise UserError(f"config key 'ema_rate' must be in [0, 1) or null; got {args.ema_rate}")
+    if args.npad < 0 or args.rbf_eps < 0:
+        raise UserError("config keys 'npad' and 'rbf_eps' must be >= 0")
+    if not args.mult_dims or min(args.mult_dims) < 1:
+        raise UserError(f"config key 'mult_dims' must be a non-empty list of positive integers; got {args.mult_dims}")
+
+
+def to_dict(args: Arguments) -> dict:
+    return dataclasses.asdict(args)
+
+
+def save(args: Arguments, path) -> None:
+    """Write the resolved config (every field, defaults included) as config.json."""
+    Path(path).write_text(json.dumps(to_dict(args), indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,108 @@
+"""Every matplotlib figure of the project (the only module that imports matplotlib).
+
+Phase fields (2 channels, cos and sin) are shown as their angle with a cyclic colour
+map, so -pi and pi look the same; real fields with a sequential map.
+"""
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+PHASE_CMAP = "twilight"
+REAL_CMAP = "viridis"
+
+
+def save(fig, path, exts=("png", "pdf")) -> list:
+    """Save `fig` as path.<ext> for each ext (path given without extension)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for ext in exts:
+        out = path.with_name(f"{path.name}.{ext}")
+        fig.savefig(out, dpi=110, bbox_inches="tight")
+        written.append(out)
+    plt.close(fig)
+    return written
+
+
+def _as_images(x, kind: str):
+    x = torch.as_tensor(x).detach().float().cpu()
+    if kind == "phase":
+        return torch.atan2(x[:, 1], x[:, 0]).numpy(), dict(cmap=PHASE_CMAP, vmin=-math.pi, vmax=math.pi)
+    return x[:, 0].numpy(), dict(cmap=REAL_CMAP)
+
+
+def plot_fields(x, path, kind="phase", titles=None, ncols=None, exts=("png", "pdf"),
+                suptitle=None, colorbar=False):
+    """A grid of fields (N, C, H, W)."""
+    images, style = _as_images(x, kind)
+    n = len(images)
+    ncols = ncols or min(n, int(math.ceil(math.sqrt(n))))
+    nrows = int(math.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.2 * ncols, 2.2 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            im = ax.imshow(images[i], origin="lower", **style)
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=8)
+            if colorbar:
+                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return save(fig, path, exts)
+
+
+def plot_matrix(m, path, title="", exts=("png", "pdf")):
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    im = ax.imshow(np.asarray(torch.as_tensor(m).cpu()), cmap="magma")
+    fig.colorbar(im, ax=ax)
+    ax.set_title(title, fontsize=9)
+    return save(fig, path, exts)
+
+
+def plot_stat_histograms(real: dict, generated: dict, metrics: dict, path, kind="phase",
+                         title=None, exts=("png", "pdf")):
+    """Real vs generated per-sample variance and skewness, W1 in the titles (final_stats)."""
+    names = ("circular variance", "circular skewness") if kind == "phase" else ("variance", "skewness")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, name, wkey in zip(axes, ("var", "skew"), names, ("w_var", "w_skew")):
+        r = np.asarray(real[key], dtype=float)
+        g = np.asarray(generated[key], dtype=float)
+        g = g[np.isfinite(g)]
+        lo, hi = np.percentile(np.concatenate([r, g]), [0.5, 99.5]) if len(g) else (r.min(), r.max())
+        bins = np.linspace(lo, hi + 1e-12, 40)
+        ax.hist(r, bins=bins, alpha=0.55, density=True, label=f"real (n={len(r)})")
+        ax.hist(g, bins=bins, alpha=0.55, density=True, label=f"generated (n={len(g)})")
+        extra = ""
+        if f"{wkey}_x_floor" in metrics:
+            extra = f" = {metrics[wkey + '_x_floor']:.2f} x floor"
+        ax.set_title(f"{name}: W1 = {metrics[wkey]:.4g}{extra}", fontsize=9)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save(fig, path, exts)
+
+
+def plot_mean_fields(real_mean, gen_mean, path, kind="phase", exts=("png", "pdf")):
+    """The mean real and mean generated field side by side (means over samples)."""
+    both = torch.stack([torch.as_tensor(real_mean), torch.as_tensor(gen_mean)])
+    return plot_fields(both, path, kind=kind, titles=["mean real", "mean generated"], ncols=2,
+                       exts=exts, colorbar=True)
+
+
+def plot_curves(steps, series: dict, path, xlabel="epoch", logy=True, exts=("png",)):
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name, ys in series.items():
+        ax.plot(steps[:len(ys)], ys, label=name, marker="o" if len(ys) < 30 else None)
+    ax.set_xlabel(xlabel)
+    if logy:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return save(fig, path, exts)

@@ -1,0 +1,246 @@
+"""The training loop of the VE score model (ARCHITECTURE §2, §3.9).
+
+Receives built objects and plain settings; never reads the config. Per epoch: the
+denoising loss over shuffled batches, a validation loss on fixed noise, one line of
+results.json and `model.pt`; every `record_interval` epochs (and at the last) it
+generates `Ntest` samples with fixed per-sample seeds, computes the five metrics and
+writes `model.<metric>.pt` on each new minimum.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint, metrics, plotting
+from .errors import UserError
+from .losses import denoising_loss
+from .samplers import generate
+
+
+@dataclass
+class TrainSettings:
+    epochs: int
+    batch_size: int
+    record_interval: int
+    Ntest: int
+    val_batch_size: int
+    val_seed: int
+    n_plot: int
+    augment: bool
+    grad_clip: float | None
+    seed: int
+    loss_weighting: str
+    kind: str                      # "phase" or "real": which per-sample statistics apply
+    sampler_options: dict = field(default_factory=dict)
+    tensorboard: bool = True
+    progress: bool = True
+    max_minutes: float | None = None
+
+
+class TrainingDiverged(UserError):
+    pass
+
+
+def random_flips(u: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip each field left-right and up-down with probability 1/2 each."""
+    flip = torch.rand(2, u.shape[0], generator=generator) < 0.5
+    u = torch.where(flip[0].view(-1, 1, 1, 1).to(u.device), u.flip(-1), u)
+    return torch.where(flip[1].view(-1, 1, 1, 1).to(u.device), u.flip(-2), u)
+
+
+class Trainer:
+    def __init__(self, denoiser, optimizer, ema, process, noise, sampler, train_data, valid_data,
+                 savedir, settings: TrainSettings, device, checkpoint_meta: dict):
+        self.denoiser = denoiser
+        self.optimizer = optimizer
+        self.ema = ema
+        self.process = process
+        self.noise = noise
+        self.sampler = sampler
+        self.train_data = train_data
+        self.valid_data = valid_data
+        self.savedir = Path(savedir)
+        self.s = settings
+        self.device = device
+        self.meta = checkpoint_meta          # config, net / noise descriptions, data shape
+        self.resolution = tuple(train_data.shape[-2:])
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.epoch = 0
+        self.step = 0
+        self.best = {name: math.inf for name in metrics.METRIC_NAMES}
+        self.real_stats = metrics.sample_stats(valid_data, settings.kind)
+        self.floor = metrics.floor_metrics(valid_data, settings.kind, seed=settings.seed)
+        self.writer = None
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict:
+        return {
+            **self.meta,
+            "format_version": checkpoint.FORMAT_VERSION,
+            "model": self.denoiser.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": dict(self.best),
+            "generator": self.generator.get_state(),
+            "rng": checkpoint.rng_state(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.denoiser.load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+        self.best.update(state["best"])
+        self.generator.set_state(state["generator"])
+        checkpoint.set_rng_state(state["rng"])
+
+    def sampling_model(self):
+        """EMA weights when EMA is on (they are what the metrics judge)."""
+        return self.ema.shadow if self.ema is not None else self.denoiser
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> None:
+        self.savedir.mkdir(parents=True, exist_ok=True)
+        if self.epoch == 0:
+            self.plot_noise()
+        self._trim_results()
+        if self.s.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(self.savedir / "tb"), purge_step=self.step)
+        bar = tqdm(range(self.epoch + 1, self.s.epochs + 1), desc="epochs", disable=not self.s.progress,
+                   initial=self.epoch, total=self.s.epochs)
+        began = time.time()
+        for epoch in bar:
+            start = time.time()
+            loss = self.train_epoch(epoch)
+            row = {"epoch": epoch, "loss": loss, "loss_valid": self.validation_loss(),
+                   "lr": self.optimizer.param_groups[0]["lr"]}
+            self.epoch = epoch
+            out_of_time = self.s.max_minutes is not None and time.time() - began > 60 * self.s.max_minutes
+            if epoch % self.s.record_interval == 0 or epoch == self.s.epochs or out_of_time:
+                row.update(self.record(epoch))
+            row["time"] = time.time() - start
+            self.write_row(row)
+            checkpoint.atomic_save(self.state(), self.savedir / "model.pt")
+            bar.set_postfix(loss=f"{loss:.4g}", w_total=row.get("w_total", "-"))
+            if out_of_time:
+                print(f"stopping after epoch {epoch}: max_minutes={self.s.max_minutes} reached", file=sys.stderr)
+                break
+        if self.writer is not None:
+            self.writer.close()
+
+    def train_epoch(self, epoch: int) -> float:
+        self.denoiser.train()
+        n = len(self.train_data)
+        order = torch.randperm(n, generator=self.generator)
+        total, count = 0.0, 0
+        steps = range(0, n, self.s.batch_size)
+        for start in tqdm(steps, desc=f"epoch {epoch}", leave=False, disable=not self.s.progress):
+            u = self.train_data[order[start:start + self.s.batch_size]]
+            if self.s.augment:
+                u = random_flips(u, self.generator)
+            u = u.to(self.device)
+            sigma = self.process.sample_sigma(len(u), self.generator).to(self.device)
+            z = self.noise.sample(len(u), self.resolution, self.generator, device=self.device)
+            loss = denoising_loss(self.denoiser, u, sigma, z, self.s.loss_weighting)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {self.step}; "
+                                       f"stopped, last good checkpoint kept in {self.savedir}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.s.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.denoiser.parameters(), self.s.grad_clip)
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.denoiser)
+            self.step += 1
+            total += loss.item() * len(u)
+            count += len(u)
+            if self.writer is not None:
+                self.writer.add_scalar("train/loss_step", loss.item(), self.step)
+        return total / count
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """Loss on the validation split with the same noise every epoch (comparable values)."""
+        self.denoiser.eval()
+        gen = torch.Generator().manual_seed(self.s.seed + 1)
+        total = 0.0
+        for start in range(0, len(self.valid_data), self.s.val_batch_size):
+            u = self.valid_data[start:start + self.s.val_batch_size].to(self.device)
+            sigma = self.process.sample_sigma(len(u), gen).to(self.device)
+            z = self.noise.sample(len(u), self.resolution, gen, device=self.device)
+            total += denoising_loss(self.denoiser, u, sigma, z, self.s.loss_weighting).item() * len(u)
+        return total / len(self.valid_data)
+
+    # ------------------------------------------------------------ validation
+    def record(self, epoch: int) -> dict:
+        model = self.sampling_model().eval()
+        seeds = [self.s.val_seed + k for k in range(self.s.Ntest)]
+        samples = generate(model, self.noise, self.process.sigmas, self.s.Ntest, self.resolution, seeds,
+                           self.s.val_batch_size, sampler=self.sampler, device=self.device,
+                           progress=self.s.progress, **self.s.sampler_options)
+        values = metrics.validation_metrics(self.valid_data, samples, self.s.kind, self.real_stats)
+        values.update(metrics.relative_to_floor(values, self.floor))
+        plotting.plot_fields(samples[:self.s.n_plot], self.savedir / "samples" / f"{epoch}", kind=self.s.kind,
+                             suptitle=f"epoch {epoch}, w_total = {values['w_total']:.4g}")
+        for name in metrics.METRIC_NAMES:
+            value = values.get(name)
+            if value is not None and math.isfinite(value) and value < self.best[name]:
+                self.best[name] = value
+                state = self.state()
+                del state["optimizer"]
+                checkpoint.atomic_save(state, self.savedir / f"model.{name}.pt")
+        return values
+
+    def write_row(self, row: dict) -> None:
+        with open(self.savedir / "results.json", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self.writer.add_scalar(key, value, row["epoch"])
+            self.writer.flush()
+
+    def _trim_results(self) -> None:
+        """On resume, drop lines of epochs after the checkpoint (each epoch appears once)."""
+        path = self.savedir / "results.json"
+        if not path.exists():
+            return
+        kept = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("epoch", 0) <= self.epoch]
+        path.write_text("".join(line + "\n" for line in kept))
+
+    # ----------------------------------------------------------------- figures
+    @torch.no_grad()
+    def plot_noise(self) -> None:
+        gen = torch.Generator().manual_seed(self.s.seed + 2)
+        out = self.savedir / "noise"
+        z = self.noise.sample(5, self.resolution, gen)
+        plotting.plot_fields(z, out / "noise_samples", kind="real", ncols=5, colorbar=True,
+                             suptitle="noise samples z ~ N(0, C) (channel 0)")
+        init = self.process.sigma_max * self.noise.sample(5, self.resolution, gen)
+        plotting.plot_fields(init, out / "init_samples", kind="real", ncols=5, colorbar=True,
+                             suptitle=f"sampler start sigma_1 z, sigma_1 = {self.process.sigma_max:.4g}")
+        plotting.plot_matrix(self.noise.covariance(self.resolution, 200), out / "noise_sampler_C",
+                             title="noise covariance C[0:200, 0:200] (from the kernel)")
+        # u + sigma z from sigma_1 to sigma_L, exactly as training perturbs.
+        sig = self.process.sigmas
+        idx = torch.linspace(0, len(sig) - 1, min(16, len(sig))).round().long()
+        sigmas = sig[idx].float()
+        u = self.train_data[:1].expand(len(sigmas), *self.train_data.shape[1:])
+        z = self.noise.sample(len(sigmas), self.resolution, gen)
+        noised = self.process.perturb(u, sigmas, z)
+        plotting.plot_fields(noised, self.savedir / "u_noised", kind="real", ncols=4, exts=("png",),
+                             titles=[f"u + {s:.3g} z" for s in sigmas.tolist()], colorbar=True)
