@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_code.errors import UserError
+from model_code.errors import UserError, run_cli
 
 MODES = ("generate", "superres", "plot")
 
@@ -129,11 +129,4 @@ def plot(out: Path) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"eval.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("eval.py: interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_cli(main, "eval.py")

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from model_code import config as config_mod
-from model_code.errors import UserError
+from model_code.errors import UserError, run_cli
 
 
 def parse_args(argv=None):
@@ -65,11 +65,4 @@ def _check_run_folder(savedir: Path, args) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("train.py: interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_cli(main, "train.py")

@@ -67,6 +67,9 @@ def test_run_folder_holds_every_file(trained):
                    for e in ("png", "pdf")],
                  *[f"samples/{ep}.{e}" for ep in (1, 2) for e in ("png", "pdf")]]:
         assert (run_dir / name).is_file() and (run_dir / name).stat().st_size > 0, name
+        magic = {".png": b"\x89PNG", ".pdf": b"%PDF"}.get((run_dir / name).suffix)
+        if magic:
+            assert (run_dir / name).read_bytes()[:4] == magic, name
     assert any((run_dir / "tb").glob("events.out.tfevents.*"))
 
 
