@@ -33,6 +33,9 @@ def parse_args(argv=None):
     p.add_argument("--factor", type=int, default=2, help="superres: how many times finer the grid is (default 2)")
     p.add_argument("--seed", type=int, default=20_000_000,
                    help="sample k uses seed SEED + k (default differs from the training-time validation seeds)")
+    p.add_argument("--sampler", default=None, help="annealed_langevin | heun_ode (default: the run's config)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="annealed_langevin: steps per level T; heun_ode: number of sigma levels (default: the run's)")
     p.add_argument("--no_ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -55,10 +58,8 @@ def main(argv=None) -> int:
 
 
 def sample(cli, run: Path, out: Path, factor: int) -> int:
-    import torch
-
     from model_code import build, checkpoint, metrics
-    from model_code.samplers import SAMPLERS, generate
+    from model_code.samplers import generate
 
     ckpt_path = run / cli.checkpoint
     if not ckpt_path.exists():
@@ -70,18 +71,20 @@ def sample(cli, run: Path, out: Path, factor: int) -> int:
     args = build.args_from_checkpoint(state)
     denoiser = build.denoiser_from_checkpoint(state, device, use_ema=not cli.no_ema)
     noise = build.noise_from_description(state["noise"])
-    sigmas = torch.tensor(state["sigmas"], dtype=torch.float64)
+    sampler, sigmas, options = build.sampler_setup(args, cli.sampler, cli.steps)
+    sampler_name = cli.sampler or args.sampler
+    nfe = build.network_evaluations(sampler_name, sigmas, options)
     _, real, kind = build.build_data(args, os.environ.get("DATA_DIR"), resolution_factor=factor)
     n = cli.Ntest or args.Ntest
     resolution = tuple(real.shape[-2:])
     progress = not cli.quiet and sys.stderr.isatty()
     seeds = [cli.seed + k for k in range(n)]
     print(f"{cli.mode}: {n} samples at {resolution[0]}x{resolution[1]} from {ckpt_path} "
-          f"(epoch {state['epoch']}, {'EMA' if not cli.no_ema and state.get('ema') else 'raw'} weights)",
+          f"(epoch {state['epoch']}, {'EMA' if not cli.no_ema and state.get('ema') else 'raw'} weights, "
+          f"{sampler_name}, {nfe} network evaluations per sample)",
           file=sys.stderr)
     samples = generate(denoiser, noise, sigmas, n, resolution, seeds, cli.val_batch_size or args.val_batch_size,
-                       sampler=SAMPLERS["annealed_langevin"], device=device, progress=progress,
-                       **build.sampler_options(args))
+                       sampler=sampler, device=device, progress=progress, **options)
     real_stats = metrics.sample_stats(real, kind)
     gen_stats = metrics.sample_stats(samples, kind)
     values = metrics.validation_metrics(real, samples, kind, real_stats)
@@ -95,7 +98,8 @@ def sample(cli, run: Path, out: Path, factor: int) -> int:
                         seeds=np.array(seeds))
     summary = {"mode": cli.mode, "checkpoint": str(cli.checkpoint), "epoch": state["epoch"], "n": n,
                "resolution": list(resolution), "factor": factor, "kind": kind, "ema": not cli.no_ema,
-               "n_real": len(real), "metrics": values}
+               "n_real": len(real), "sampler": sampler_name, "sampler_options": options, "nfe": nfe,
+               "metrics": values}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in values.items()}))
     print(f"wrote {out / 'samples.npz'} and {out / 'metrics.json'}")

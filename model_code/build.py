@@ -14,7 +14,7 @@ from .ema import EMA
 from .errors import UserError
 from .processes.ve import VEProcess
 from .samplers import SAMPLERS
-from .schedules import sigma_levels
+from .schedules import edm_sigmas, sigma_levels
 
 GRF_DEFAULT_RESOLUTION = 32
 
@@ -97,8 +97,27 @@ def net_from_description(desc: dict):
     return classes[desc["type"]](**desc["config"])
 
 
-def sampler_options(args) -> dict:
-    return {"T": args.T, "epsilon": args.epsilon, "final_denoise": args.final_denoise}
+def sampler_setup(args, name: str | None = None, steps: int | None = None):
+    """(sampler function, its sigma grid, its options) for the config's sampler.
+
+    `name` / `steps` override the config (eval.py --sampler / --steps): steps are the
+    Langevin steps per level (T) or the number of ODE levels (ode_steps).
+    """
+    name = name or args.sampler
+    if name not in SAMPLERS:
+        raise UserError(f"unknown sampler '{name}' (one of: {', '.join(SAMPLERS)})")
+    if name == "annealed_langevin":
+        sigmas = sigma_levels(args.sigma_1, args.sigma_L, args.L, args.schedule)
+        return SAMPLERS[name], sigmas, {"T": steps or args.T, "epsilon": args.epsilon,
+                                         "final_denoise": args.final_denoise}
+    sigmas = edm_sigmas(args.sigma_1, args.sigma_L, steps or args.ode_steps, args.rho)
+    return SAMPLERS[name], sigmas, {}
+
+
+def network_evaluations(name: str, sigmas, options: dict) -> int:
+    if name == "annealed_langevin":
+        return len(sigmas) * options["T"] + int(options["final_denoise"])
+    return 2 * len(sigmas) - 1
 
 
 # -------------------------------------------------------------------- trainer
@@ -115,11 +134,12 @@ def build_trainer(args, savedir, data_dir, progress: bool = True):
     denoiser = Denoiser(net, sigma_data=args.sigma_data).to(device)
     optimizer = torch.optim.Adam(denoiser.parameters(), lr=args.lr)
     ema = EMA(denoiser, args.ema_rate) if args.ema_rate is not None else None
+    sampler, sampling_sigmas, options = sampler_setup(args)
     settings = TrainSettings(
         epochs=args.epochs, batch_size=args.batch_size, record_interval=args.record_interval,
         Ntest=args.Ntest, val_batch_size=args.val_batch_size, val_seed=args.val_seed, n_plot=args.n_plot,
         augment=args.augment, grad_clip=args.grad_clip, seed=args.seed, loss_weighting=args.loss_weighting,
-        kind=kind, sampler_options=sampler_options(args), tensorboard=args.tensorboard, progress=progress,
+        kind=kind, sampler_options=options, sampling_sigmas=sampling_sigmas, tensorboard=args.tensorboard, progress=progress,
         max_minutes=args.max_minutes)
     meta = {
         "config": config_mod.to_dict(args),
@@ -130,7 +150,7 @@ def build_trainer(args, savedir, data_dir, progress: bool = True):
         "kind": kind,
         "data_shape": list(train.shape[1:]),
     }
-    return Trainer(denoiser, optimizer, ema, process, noise, SAMPLERS["annealed_langevin"], train, valid,
+    return Trainer(denoiser, optimizer, ema, process, noise, sampler, train, valid,
                    savedir, settings, device, meta)
 
 

@@ -108,6 +108,11 @@ class Arguments:
     val_batch_size: int = _f(128, "batch size of generation")
     val_seed: int = _f(10_000, "sample k of every validation round uses seed val_seed + k, so epochs "
                        "are compared on the same noise")
+    sampler: str = _f("annealed_langevin", "sampler for validation and eval.py: 'annealed_langevin' "
+                      "(the published one; L*T+1 network evaluations) or 'heun_ode' (probability-flow ODE on "
+                      "an EDM sigma grid; 2*ode_steps-1 evaluations)", choices=("annealed_langevin", "heun_ode"))
+    ode_steps: int = _f(20, "heun_ode: number of sigma levels from sigma_1 to sigma_L on the EDM grid")
+    rho: float = _f(7.0, "heun_ode: EDM grid exponent (larger = levels denser near sigma_L)")
     T: int = _f(3, "annealed Langevin: steps per noise level")
     epsilon: float = _f(6e-6, "annealed Langevin step size at the smallest level: "
                         "a_i = epsilon * sigma_i^2 / sigma_L^2")
@@ -212,12 +217,12 @@ def validate(args: Arguments) -> None:
         raise UserError(f"noise levels must satisfy sigma_1 > sigma_L > 0 (standard deviations); "
                         f"got sigma_1={args.sigma_1}, sigma_L={args.sigma_L}")
     positive = ("L", "T", "batch_size", "epochs", "record_interval", "Ntest", "val_batch_size",
-                "d_co_domain", "n_layers", "n_modes", "embedding_dim", "n_plot", "grf_n_train",
+                "d_co_domain", "n_layers", "n_modes", "embedding_dim", "n_plot", "grf_n_train", "ode_steps",
                 "grf_n_valid")
     for name in positive:
         if getattr(args, name) < 1:
             raise UserError(f"config key '{name}' must be >= 1; got {getattr(args, name)}")
-    for name in ("lr", "epsilon", "rbf_scale", "sigma_data", "rank"):
+    for name in ("lr", "epsilon", "rbf_scale", "sigma_data", "rank", "rho"):
         if not getattr(args, name) > 0:
             raise UserError(f"config key '{name}' must be > 0; got {getattr(args, name)}")
     if not 0 < args.val_size < 1:

@@ -39,6 +39,7 @@ class TrainSettings:
     loss_weighting: str
     kind: str                      # "phase" or "real": which per-sample statistics apply
     sampler_options: dict = field(default_factory=dict)
+    sampling_sigmas: object = None   # the sampler's decreasing sigma grid (tensor)
     tensorboard: bool = True
     progress: bool = True
     max_minutes: float | None = None
@@ -188,7 +189,7 @@ class Trainer:
     def record(self, epoch: int) -> dict:
         model = self.sampling_model().eval()
         seeds = [self.s.val_seed + k for k in range(self.s.Ntest)]
-        samples = generate(model, self.noise, self.process.sigmas, self.s.Ntest, self.resolution, seeds,
+        samples = generate(model, self.noise, self.s.sampling_sigmas, self.s.Ntest, self.resolution, seeds,
                            self.s.val_batch_size, sampler=self.sampler, device=self.device,
                            progress=self.s.progress, **self.s.sampler_options)
         values = metrics.validation_metrics(self.valid_data, samples, self.s.kind, self.real_stats)

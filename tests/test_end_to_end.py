@@ -118,6 +118,13 @@ def test_eval_modes_on_the_run(trained, data_dir):
     # The per-sample statistics stored are those of the stored samples.
     again = metrics.circular_stats(torch.from_numpy(samples["samples"]))
     assert np.allclose(again["var"].numpy(), samples["var"], atol=1e-5)
+    # Another sampler through the same entry point.
+    proc = run([sys.executable, "eval.py", "--exp_name", str(run_dir), "--mode", "generate", "--Ntest", "4",
+                "--sampler", "heun_ode", "--steps", "4", "--savedir", str(out / "heun"), "--quiet"], env)
+    assert proc.returncode == 0, proc.stderr
+    heun = json.loads((out / "heun" / "generate" / "metrics.json").read_text())
+    assert heun["sampler"] == "heun_ode" and heun["nfe"] == 7
+    assert gen["sampler"] == "annealed_langevin" and gen["nfe"] == 6 * 1 + 1
     for mode in ("generate", "superres"):
         for fig in ("samples", "mean_sample", "final_stats"):
             assert (out / mode / f"{fig}.png").is_file(), (mode, fig)
