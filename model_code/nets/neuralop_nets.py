@@ -110,6 +110,27 @@ def _check_padding(domain_padding):
     return value
 
 
+def _validated_config(in_channels, out_channels, width, n_modes, embedding_dim, factorization, rank,
+                      domain_padding, positional_embedding, **specific) -> Tuple[dict, Tuple[int, int]]:
+    """The checked, JSON-friendly constructor arguments shared by both nets, and the mode pair."""
+    stored_modes, modes = _check_modes(n_modes)
+    if width < 1 or in_channels < 1 or out_channels < 1:
+        raise ValueError("in_channels, out_channels and width must be positive")
+    config = dict(
+        in_channels=int(in_channels),
+        out_channels=int(out_channels),
+        width=int(width),
+        n_modes=stored_modes,
+        embedding_dim=int(embedding_dim),
+        factorization=_check_factorization(factorization, rank),
+        rank=float(rank),
+        domain_padding=_check_padding(domain_padding),
+        positional_embedding=bool(positional_embedding),
+        **specific,
+    )
+    return config, modes
+
+
 def grid_coordinates(x: torch.Tensor) -> torch.Tensor:
     """Coordinates ``(k / H, l / W)`` of every grid point on ``[0, 1)^2``: (B, 2, H, W)."""
     b, _, h, w = x.shape
@@ -187,23 +208,12 @@ class ConditionedFNO(_ConditionedOperator):
         positional_embedding: bool = True,
     ):
         super().__init__()
-        stored_modes, modes = _check_modes(n_modes)
-        factorization = _check_factorization(factorization, rank)
-        domain_padding = _check_padding(domain_padding)
-        if n_layers < 1 or width < 1 or in_channels < 1 or out_channels < 1:
-            raise ValueError("in_channels, out_channels, width and n_layers must be positive")
-        self.config = dict(
-            in_channels=int(in_channels),
-            out_channels=int(out_channels),
-            width=int(width),
-            n_layers=int(n_layers),
-            n_modes=stored_modes,
-            embedding_dim=int(embedding_dim),
-            factorization=factorization,
-            rank=float(rank),
-            domain_padding=domain_padding,
-            positional_embedding=bool(positional_embedding),
-        )
+        if n_layers < 1:
+            raise ValueError("n_layers must be positive")
+        self.config, modes = _validated_config(in_channels, out_channels, width, n_modes, embedding_dim,
+                                               factorization, rank, domain_padding, positional_embedding,
+                                               n_layers=int(n_layers))
+        factorization, domain_padding = self.config["factorization"], self.config["domain_padding"]
         lifted_in = in_channels + (2 if positional_embedding else 0)
         library_fno = _neuralop_models().FNO(
             n_modes=modes,
@@ -304,24 +314,11 @@ class ConditionedUNO(_ConditionedOperator):
         positional_embedding: bool = True,
     ):
         super().__init__()
-        stored_modes, modes = _check_modes(n_modes)
-        factorization = _check_factorization(factorization, rank)
-        domain_padding = _check_padding(domain_padding)
-        if width < 1 or in_channels < 1 or out_channels < 1:
-            raise ValueError("in_channels, out_channels and width must be positive")
+        self.config, modes = _validated_config(in_channels, out_channels, width, n_modes, embedding_dim,
+                                               factorization, rank, domain_padding, positional_embedding,
+                                               channel_multipliers=[int(m) for m in channel_multipliers])
+        factorization, domain_padding = self.config["factorization"], self.config["domain_padding"]
         layout = uno_layout(width, channel_multipliers, modes)
-        self.config = dict(
-            in_channels=int(in_channels),
-            out_channels=int(out_channels),
-            width=int(width),
-            channel_multipliers=[int(m) for m in channel_multipliers],
-            n_modes=stored_modes,
-            embedding_dim=int(embedding_dim),
-            factorization=factorization,
-            rank=float(rank),
-            domain_padding=domain_padding,
-            positional_embedding=bool(positional_embedding),
-        )
         self.levels: List[int] = list(layout["levels"])
         self.skips_map: Dict[int, int] = dict(layout["skips"])
         n_layers = len(layout["widths"])
