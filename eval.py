@@ -68,6 +68,7 @@ def sample(cli, run: Path, out: Path, factor: int) -> int:
                                                                 else " (the run folder holds no checkpoint)"))
     device = build.resolve_device(cli.device)
     state = checkpoint.load(ckpt_path, map_location=device)
+    _warn_if_code_differs(state)
     args = build.args_from_checkpoint(state)
     denoiser = build.denoiser_from_checkpoint(state, device, use_ema=not cli.no_ema)
     noise = build.noise_from_description(state["noise"])
@@ -104,6 +105,15 @@ def sample(cli, run: Path, out: Path, factor: int) -> int:
     print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in values.items()}))
     print(f"wrote {out / 'samples.npz'} and {out / 'metrics.json'}")
     return 0
+
+
+def _warn_if_code_differs(state: dict) -> None:
+    from model_code import provenance
+
+    then, now = state.get("code", "unknown"), provenance.fingerprint(Path(__file__).parent)
+    if "unknown" not in (then, now) and then != now:
+        print(f"eval.py: warning: this code ({now}) differs from the code that trained the run ({then})",
+              file=sys.stderr)
 
 
 def plot(out: Path) -> int:

@@ -39,10 +39,11 @@ def main(argv=None) -> int:
     if not os.access(savedir, os.W_OK):
         raise UserError(f"run folder {savedir} is not writable")
 
-    from model_code import build, checkpoint
+    from model_code import build, checkpoint, provenance
 
     progress = not cli.quiet and sys.stderr.isatty()
     trainer = build.build_trainer(args, savedir, os.environ.get("DATA_DIR"), progress=progress)
+    trainer.meta["code"] = provenance.record(savedir, Path(__file__).parent, argv or sys.argv)["code"]
     latest = savedir / "model.pt"
     if latest.exists():
         trainer.load_state(checkpoint.load(latest, map_location=trainer.device))

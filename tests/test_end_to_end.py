@@ -61,7 +61,7 @@ def trained(data_dir, tmp_path_factory):
 
 def test_run_folder_holds_every_file(trained):
     _, run_dir = trained
-    for name in ["config.json", "results.json", "model.pt", "u_noised.png",
+    for name in ["config.json", "results.json", "model.pt", "u_noised.png", "provenance.json",
                  *[f"model.{m}.pt" for m in metrics.METRIC_NAMES],
                  *[f"noise/{f}.{e}" for f in ("noise_samples", "init_samples", "noise_sampler_C")
                    for e in ("png", "pdf")],
@@ -91,7 +91,7 @@ def test_checkpoints_are_complete_and_best_values_consistent(trained):
     rows = [json.loads(line) for line in (run_dir / "results.json").read_text().splitlines()]
     latest = checkpoint.load(run_dir / "model.pt")
     assert latest["epoch"] == 2 and latest["step"] > 0
-    for key in ("model", "ema", "optimizer", "generator", "rng", "net", "noise", "sigmas", "config"):
+    for key in ("model", "ema", "optimizer", "generator", "rng", "net", "noise", "sigmas", "config", "code"):
         assert key in latest, key
     assert len(latest["sigmas"]) == 6 and latest["sigmas"][0] == pytest.approx(5.0)
     for name in metrics.METRIC_NAMES:

@@ -1,0 +1,72 @@
+"""What code, command and libraries produced a run (ARCHITECTURE §3.9).
+
+train.py writes provenance.json (one entry per start, so resumed runs keep their history)
+and git_diff.patch into the run folder and stores the code fingerprint in checkpoints;
+eval.py compares that fingerprint with the code it runs and warns when they differ.
+"""
+import hashlib
+import importlib.metadata
+import json
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+LIBRARIES = ("torch", "numpy", "scipy", "neuraloperator", "omegaconf", "matplotlib")
+
+
+def _git(root: Path, *args) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_state(root) -> dict:
+    """Commit and uncommitted diff of the checkout at `root` (None outside a checkout of its own)."""
+    root = Path(root).resolve()
+    top = _git(root, "rev-parse", "--show-toplevel")
+    # A run folder inside another checkout (results/ of the repo) must not borrow its history.
+    if top is None or Path(top.strip()).resolve() != root:
+        return {"commit": None, "diff": ""}
+    return {"commit": (_git(root, "rev-parse", "HEAD") or "").strip() or None,
+            "diff": _git(root, "diff", "HEAD") or ""}
+
+
+def fingerprint(root) -> str:
+    """commit[+dirty-<hash of the diff>], or 'unknown' outside a git checkout."""
+    state = git_state(root)
+    if state["commit"] is None:
+        return "unknown"
+    if not state["diff"]:
+        return state["commit"]
+    return f"{state['commit']}+dirty-{hashlib.sha256(state['diff'].encode()).hexdigest()[:12]}"
+
+
+def versions() -> dict:
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def record(run_dir, root, argv=None) -> dict:
+    """Append this start to run_dir/provenance.json and write the uncommitted diff."""
+    run_dir = Path(run_dir)
+    state = git_state(root)
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": list(argv if argv is not None else sys.argv),
+             "cwd": str(Path.cwd()), "host": socket.gethostname(), "python": platform.python_version(),
+             "libraries": versions(), "git_commit": state["commit"], "code": fingerprint(root)}
+    path = run_dir / "provenance.json"
+    history = json.loads(path.read_text()) if path.exists() else []
+    history.append(entry)
+    path.write_text(json.dumps(history, indent=2) + "\n")
+    if state["diff"]:
+        (run_dir / "git_diff.patch").write_text(state["diff"])
+    return entry
