@@ -16,6 +16,11 @@ from model_code import config as config_mod
 from model_code.errors import UserError, run_cli
 
 
+# Exit status after a stop signal (SIGUSR1 / SIGTERM) with a checkpoint written; a
+# launcher may requeue the job on it.
+PREEMPTED_EXIT = 3
+
+
 def parse_args(argv=None):
     rows = config_mod.field_help()
     width = max(len(r[0]) for r in rows)
@@ -49,7 +54,12 @@ def main(argv=None) -> int:
         trainer.load_state(checkpoint.load(latest, map_location=trainer.device))
         print(f"resuming {savedir} after epoch {trainer.epoch}", file=sys.stderr)
     config_mod.save(args, savedir / "config.json")
-    trainer.fit()
+    from model_code.trainer import Preempted
+    try:
+        trainer.fit()
+    except Preempted as stop:
+        print(f"train.py: {stop}; run the same command to resume", file=sys.stderr)
+        return PREEMPTED_EXIT
     print(f"done: {savedir}")
     return 0
 

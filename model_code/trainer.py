@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -49,6 +50,10 @@ class TrainingDiverged(UserError):
     pass
 
 
+class Preempted(Exception):
+    """A stop signal arrived; model.pt holds the exact mid-epoch state to resume from."""
+
+
 def random_flips(u: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Flip each field left-right and up-down with probability 1/2 each."""
     flip = torch.rand(2, u.shape[0], generator=generator) < 0.5
@@ -76,6 +81,11 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.best = {name: math.inf for name in metrics.METRIC_NAMES}
+        # Position inside the epoch in progress, so a preempted run resumes mid-epoch exactly.
+        self.order = None            # this epoch's permutation of the training set
+        self.batches_done = 0
+        self.epoch_loss = [0.0, 0]   # running (sum of loss * batch size, count)
+        self.stop_requested = False
         self.real_stats = metrics.sample_stats(valid_data, settings.kind)
         self.floor = metrics.floor_metrics(valid_data, settings.kind, seed=settings.seed)
         self.writer = None
@@ -93,6 +103,9 @@ class Trainer:
             "best": dict(self.best),
             "generator": self.generator.get_state(),
             "rng": checkpoint.rng_state(),
+            "epoch_progress": None if self.order is None else {
+                "order": self.order, "batches_done": self.batches_done, "loss_sum": self.epoch_loss[0],
+                "count": self.epoch_loss[1]},
         }
 
     def load_state(self, state: dict) -> None:
@@ -105,6 +118,11 @@ class Trainer:
         self.best.update(state["best"])
         self.generator.set_state(state["generator"])
         checkpoint.set_rng_state(state["rng"])
+        progress = state.get("epoch_progress")
+        if progress is not None:
+            self.order = progress["order"]
+            self.batches_done = int(progress["batches_done"])
+            self.epoch_loss = [float(progress["loss_sum"]), int(progress["count"])]
 
     def sampling_model(self):
         """EMA weights when EMA is on (they are what the metrics judge)."""
@@ -119,6 +137,8 @@ class Trainer:
         if self.s.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.savedir / "tb"), purge_step=self.step)
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, self.request_stop)
         bar = tqdm(range(self.epoch + 1, self.s.epochs + 1), desc="epochs", disable=not self.s.progress,
                    initial=self.epoch, total=self.s.epochs)
         began = time.time()
@@ -141,14 +161,19 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
 
+    def request_stop(self, *_) -> None:
+        """Signal handler (SIGUSR1 / SIGTERM): stop after the current step with a checkpoint."""
+        self.stop_requested = True
+
     def train_epoch(self, epoch: int) -> float:
         self.denoiser.train()
         n = len(self.train_data)
-        order = torch.randperm(n, generator=self.generator)
-        total, count = 0.0, 0
-        steps = range(0, n, self.s.batch_size)
+        if self.order is None:
+            self.order = torch.randperm(n, generator=self.generator)
+            self.batches_done, self.epoch_loss = 0, [0.0, 0]
+        steps = range(self.batches_done * self.s.batch_size, n, self.s.batch_size)
         for start in tqdm(steps, desc=f"epoch {epoch}", leave=False, disable=not self.s.progress):
-            u = self.train_data[order[start:start + self.s.batch_size]]
+            u = self.train_data[self.order[start:start + self.s.batch_size]]
             if self.s.augment:
                 u = random_flips(u, self.generator)
             u = u.to(self.device)
@@ -166,11 +191,18 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update(self.denoiser)
             self.step += 1
-            total += loss.item() * len(u)
-            count += len(u)
+            self.batches_done += 1
+            self.epoch_loss[0] += loss.item() * len(u)
+            self.epoch_loss[1] += len(u)
             if self.writer is not None:
                 self.writer.add_scalar("train/loss_step", loss.item(), self.step)
-        return total / count
+            if self.stop_requested:
+                checkpoint.atomic_save(self.state(), self.savedir / "model.pt")
+                raise Preempted(f"stopped by signal at epoch {epoch}, step {self.step}; "
+                                f"model.pt holds the state to resume from")
+        mean = self.epoch_loss[0] / self.epoch_loss[1]
+        self.order = None
+        return mean
 
     @torch.no_grad()
     def validation_loss(self) -> float:
