@@ -393,3 +393,18 @@ def test_grf_rough_field_variance_tracks_resolution():
         row = grf.covariance_row(n)
         lag1 = (x * torch.roll(x, shifts=-1, dims=2)).mean(dim=(1, 2)).numpy()
         assert lag1.mean() == pytest.approx(row[0, 1].item(), rel=0.01)
+
+
+def test_non_finite_values_in_an_int_file_are_a_one_line_error(tmp_path):
+    import numpy as np
+    import pytest
+
+    from model_code.data.volcano import INT_SIDE, read_int_file
+    from model_code.errors import UserError
+
+    z = np.ones((INT_SIDE, INT_SIDE), dtype="<c8")
+    z[3, 4] = np.nan
+    path = tmp_path / "nan.int"
+    z.tofile(path)
+    with pytest.raises(UserError, match=r"nan.int holds 1 non-finite"):
+        read_int_file(path)

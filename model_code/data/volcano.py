@@ -67,7 +67,8 @@ def list_volcano_files(data_dir) -> list[pathlib.Path]:
 def read_int_file(path) -> np.ndarray:
     """Read one interferogram: complex64 array (128, 128).
 
-    Raises UserError naming the file (and its size) when it is not 131072 bytes.
+    Raises UserError naming the file (and its size) when it is not 131072 bytes, or when it
+    holds NaN / inf values.
     """
     path = pathlib.Path(path)
     try:
@@ -78,7 +79,11 @@ def read_int_file(path) -> np.ndarray:
         raise UserError(
             f"{path} has {size} bytes; a {INT_SIDE} x {INT_SIDE} complex64 .int file has {INT_BYTES}"
         )
-    return np.fromfile(path, dtype=INT_DTYPE).reshape(INT_SIDE, INT_SIDE).astype(np.complex64)
+    z = np.fromfile(path, dtype=INT_DTYPE).reshape(INT_SIDE, INT_SIDE).astype(np.complex64)
+    bad = int(np.count_nonzero(~np.isfinite(z)))
+    if bad:
+        raise UserError(f"{path} holds {bad} non-finite (NaN or inf) values; its phase is undefined")
+    return z
 
 
 def phase_to_channels(phase: np.ndarray) -> np.ndarray:
