@@ -33,9 +33,12 @@ def parse_args(argv=None):
     p.add_argument("--factor", type=int, default=2, help="superres: how many times finer the grid is (default 2)")
     p.add_argument("--seed", type=int, default=20_000_000,
                    help="sample k uses seed SEED + k (default differs from the training-time validation seeds)")
-    p.add_argument("--sampler", default=None, help="annealed_langevin | heun_ode (default: the run's config)")
+    p.add_argument("--sampler", default=None,
+                   help="annealed_langevin | heun_ode | euler_ode | dpm_solver_2m | euler_maruyama | "
+                        "predictor_corrector | edm_stochastic (default: the run's config 'sampler')")
     p.add_argument("--steps", type=int, default=None,
-                   help="annealed_langevin: steps per level T; heun_ode: number of sigma levels (default: the run's)")
+                   help="annealed_langevin: steps per level T; the others: number of sigma levels on the EDM "
+                        "grid (default: the run's T / ode_steps)")
     p.add_argument("--no_ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -74,7 +77,7 @@ def sample(cli, run: Path, out: Path, factor: int) -> int:
     noise = build.noise_from_description(state["noise"])
     sampler, sigmas, options = build.sampler_setup(args, cli.sampler, cli.steps)
     sampler_name = cli.sampler or args.sampler
-    nfe = build.network_evaluations(sampler_name, sigmas, options)
+    nfe = build.network_evaluations(sampler_name, len(sigmas), options)
     _, real, kind = build.build_data(args, os.environ.get("DATA_DIR"), resolution_factor=factor)
     n = cli.Ntest or args.Ntest
     resolution = tuple(real.shape[-2:])

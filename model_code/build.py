@@ -13,7 +13,7 @@ from .denoiser import Denoiser
 from .ema import EMA
 from .errors import UserError
 from .processes.ve import VEProcess
-from .samplers import SAMPLERS
+from .samplers import SAMPLERS, network_evaluations  # noqa: F401  (re-exported)
 from .schedules import edm_sigmas, sigma_levels
 
 GRF_DEFAULT_RESOLUTION = 32
@@ -110,14 +110,10 @@ def sampler_setup(args, name: str | None = None, steps: int | None = None):
         sigmas = sigma_levels(args.sigma_1, args.sigma_L, args.L, args.schedule)
         return SAMPLERS[name], sigmas, {"T": steps or args.T, "epsilon": args.epsilon,
                                          "final_denoise": args.final_denoise}
+    # Every other sampler walks an EDM sigma grid with its own default options.
     sigmas = edm_sigmas(args.sigma_1, args.sigma_L, steps or args.ode_steps, args.rho)
-    return SAMPLERS[name], sigmas, {}
-
-
-def network_evaluations(name: str, sigmas, options: dict) -> int:
-    if name == "annealed_langevin":
-        return len(sigmas) * options["T"] + int(options["final_denoise"])
-    return 2 * len(sigmas) - 1
+    options = {"S_churn": args.S_churn} if name == "edm_stochastic" else {}
+    return SAMPLERS[name], sigmas, options
 
 
 # -------------------------------------------------------------------- trainer

@@ -109,10 +109,16 @@ class Arguments:
     val_seed: int = _f(10_000, "sample k of every validation round uses seed val_seed + k, so epochs "
                        "are compared on the same noise")
     sampler: str = _f("annealed_langevin", "sampler for validation and eval.py: 'annealed_langevin' "
-                      "(the published one; L*T+1 network evaluations) or 'heun_ode' (probability-flow ODE on "
-                      "an EDM sigma grid; 2*ode_steps-1 evaluations)", choices=("annealed_langevin", "heun_ode"))
-    ode_steps: int = _f(20, "heun_ode: number of sigma levels from sigma_1 to sigma_L on the EDM grid")
-    rho: float = _f(7.0, "heun_ode: EDM grid exponent (larger = levels denser near sigma_L)")
+                      "(the published one, on the L training levels; L*T+1 network evaluations) or one on an "
+                      "EDM grid of ode_steps levels: 'heun_ode' (2n-1 evaluations), 'euler_ode' (n), "
+                      "'dpm_solver_2m' (n), 'euler_maruyama' (n), 'predictor_corrector' (2n-1), "
+                      "'edm_stochastic' (2n-1)",
+                      choices=("annealed_langevin", "heun_ode", "euler_ode", "dpm_solver_2m", "euler_maruyama",
+                               "predictor_corrector", "edm_stochastic"))
+    ode_steps: int = _f(20, "samplers other than annealed_langevin: number of sigma levels n from sigma_1 to "
+                        "sigma_L on the EDM grid")
+    rho: float = _f(7.0, "EDM grid exponent (larger = levels denser near sigma_L)")
+    S_churn: float = _f(40.0, "edm_stochastic: total amount of noise re-injected (Karras et al. 2022, Alg. 2)")
     T: int = _f(3, "annealed Langevin: steps per noise level")
     epsilon: float = _f(6e-6, "annealed Langevin step size at the smallest level: "
                         "a_i = epsilon * sigma_i^2 / sigma_L^2")

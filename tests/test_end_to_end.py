@@ -124,6 +124,11 @@ def test_eval_modes_on_the_run(trained, data_dir):
     assert proc.returncode == 0, proc.stderr
     heun = json.loads((out / "heun" / "generate" / "metrics.json").read_text())
     assert heun["sampler"] == "heun_ode" and heun["nfe"] == 7
+    for name, nfe in (("dpm_solver_2m", 4), ("predictor_corrector", 7)):
+        proc = run([sys.executable, "eval.py", "--exp_name", str(run_dir), "--mode", "generate", "--Ntest", "2",
+                    "--sampler", name, "--steps", "4", "--savedir", str(out / name), "--quiet"], env)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((out / name / "generate" / "metrics.json").read_text())["nfe"] == nfe
     assert gen["sampler"] == "annealed_langevin" and gen["nfe"] == 6 * 1 + 1
     for mode in ("generate", "superres"):
         for fig in ("samples", "mean_sample", "final_stats"):
