@@ -85,6 +85,22 @@ def build_net(args, channels: int):
     return ConditionedUNO(channel_multipliers=list(args.mult_dims), **common)
 
 
+def build_model(args, net):
+    """The trained module: an EDM-preconditioned denoiser (VE) or an interpolant model."""
+    if args.process == "interpolant":
+        from .denoiser import InterpolantDenoiser
+        from .processes.interpolant import build_interpolant
+        return InterpolantDenoiser(net, build_interpolant(args.interpolant), args.model_output)
+    return Denoiser(net, sigma_data=args.sigma_data)
+
+
+def build_objective(args, process, noise):
+    from .losses import InterpolantObjective, VEObjective
+    if args.process == "interpolant":
+        return InterpolantObjective(noise, args.time_sampler, args.loss_target)
+    return VEObjective(process, noise, args.loss_weighting)
+
+
 def describe_net(net) -> dict:
     return {"type": type(net).__name__, "config": dict(net.config)}
 
@@ -125,16 +141,17 @@ def build_trainer(args, savedir, data_dir, progress: bool = True):
     train, valid, kind = build_data(args, data_dir)
     channels = train.shape[1]
     noise = build_noise(args, channels)
-    process = build_process(args)
     net = build_net(args, channels)
-    denoiser = Denoiser(net, sigma_data=args.sigma_data).to(device)
+    denoiser = build_model(args, net).to(device)
     optimizer = torch.optim.Adam(denoiser.parameters(), lr=args.lr)
     ema = EMA(denoiser, args.ema_rate) if args.ema_rate is not None else None
     sampler, sampling_sigmas, options = sampler_setup(args)
+    # Interpolants have no VE levels of their own: the sampler's grid stands in (figures only).
+    process = build_process(args) if args.process == "ve" else VEProcess(sampling_sigmas)
     settings = TrainSettings(
         epochs=args.epochs, batch_size=args.batch_size, record_interval=args.record_interval,
         Ntest=args.Ntest, val_batch_size=args.val_batch_size, val_seed=args.val_seed, n_plot=args.n_plot,
-        augment=args.augment, grad_clip=args.grad_clip, seed=args.seed, loss_weighting=args.loss_weighting,
+        augment=args.augment, grad_clip=args.grad_clip, seed=args.seed,
         kind=kind, sampler_options=options, sampling_sigmas=sampling_sigmas, tensorboard=args.tensorboard, progress=progress,
         max_minutes=args.max_minutes)
     meta = {
@@ -146,13 +163,14 @@ def build_trainer(args, savedir, data_dir, progress: bool = True):
         "kind": kind,
         "data_shape": list(train.shape[1:]),
     }
-    return Trainer(denoiser, optimizer, ema, process, noise, sampler, train, valid,
+    return Trainer(denoiser, optimizer, ema, process, build_objective(args, process, noise), noise, sampler,
+                   train, valid,
                    savedir, settings, device, meta)
 
 
 def denoiser_from_checkpoint(state: dict, device, use_ema: bool = True) -> Denoiser:
     """Rebuild the network from the checkpoint's own description and load its weights."""
-    denoiser = Denoiser(net_from_description(state["net"]), sigma_data=state["sigma_data"])
+    denoiser = build_model(args_from_checkpoint(state), net_from_description(state["net"]))
     weights = state["model"]
     if use_ema and state.get("ema") is not None:
         weights = state["ema"]["shadow"]

@@ -60,7 +60,20 @@ class Arguments:
     rbf_scale: float = _f(0.05, "kernel length scale l, in units of the domain [0,1] (larger = smoother)")
     rbf_eps: float = _f(0.01, "nugget: C = K + rbf_eps^2 I (standard deviation of an added white part)")
 
-    # --- forward process (variance exploding, standard deviations) -------------
+    # --- forward process ---------------------------------------------------------
+    process: str = _f("ve", "'ve': annealed noise levels, score-based (seeds 000/001); 'interpolant': "
+                      "x_t = alpha(t) x0 + sigma(t) x1 with x1 ~ the noise above (rectified flow + GRF noise = "
+                      "functional flow matching)", choices=("ve", "interpolant"))
+    interpolant: str = _f("rectified_flow", "interpolant schedule: 'rectified_flow' (1-t, t), 'cosine' "
+                          "(cos, sin of pi t/2), 'linear_vp' (beta 0.1..20)",
+                          choices=("rectified_flow", "cosine", "linear_vp"))
+    model_output: str = _f("velocity", "interpolant: what the network predicts",
+                           choices=("x0", "noise", "score", "velocity", "v"))
+    loss_target: str = _f("velocity", "interpolant: the type the loss regresses on (the output is converted "
+                          "to it; independent of model_output)", choices=("x0", "noise", "score", "velocity", "v"))
+    time_sampler: str = _f("uniform", "interpolant: training times t, 'uniform' or 'logit_normal', clipped "
+                           "to [0.001, 0.999]", choices=("uniform", "logit_normal"))
+    # VE noise levels (standard deviations); for interpolants, the sampler's grid in s = sigma(t) / alpha(t)
     schedule: str = _f("geometric", "spacing of the noise levels sigma_1 > ... > sigma_L",
                        choices=("geometric", "linear"))
     sigma_1: float = _f(5.477, "largest noise level (standard deviation)")

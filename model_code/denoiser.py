@@ -39,3 +39,59 @@ class Denoiser(nn.Module):
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
         s2 = _expand(sigma.expand(x.shape[0]) if sigma.dim() == 0 else sigma, x) ** 2
         return (self(x, sigma) - x) / s2
+
+
+class InterpolantDenoiser(nn.Module):
+    """An interpolant model x_t = alpha(t) x0 + sigma(t) x1 seen as a VE denoiser.
+
+    y = x_t / alpha(t) = x0 + s x1 with s = sigma(t) / alpha(t), so the interpolant is a VE
+    process in s (Karras et al. 2022, §2), and D(y, s) = E[x0 | x_t = alpha y] is the
+    network's prediction converted to x0 (prediction.py). Every VE sampler therefore runs
+    on interpolant models unchanged. F(x_t, t) itself is trained on the interpolant's
+    own target (losses.interpolant_loss).
+    """
+
+    def __init__(self, backbone: nn.Module, interpolant, model_output: str = "velocity",
+                 t_min: float = 1e-3, t_max: float = 1 - 1e-3):
+        super().__init__()
+        self.backbone = backbone
+        self.interpolant = interpolant
+        self.model_output = model_output
+        self.t_min, self.t_max = float(t_min), float(t_max)
+        self.sigma_data = 1.0
+
+    def ve_sigma(self, t) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=torch.float64)
+        return self.interpolant.sigma(t) / self.interpolant.alpha(t)
+
+    def time_of(self, s: torch.Tensor) -> torch.Tensor:
+        """Invert s = sigma(t) / alpha(t) (increasing in t) by bisection on [t_min, t_max]."""
+        s = torch.as_tensor(s, dtype=torch.float64)
+        lo = torch.full_like(s, self.t_min)
+        hi = torch.full_like(s, self.t_max)
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            above = self.ve_sigma(mid) > s
+            hi = torch.where(above, mid, hi)
+            lo = torch.where(above, lo, mid)
+        return (lo + hi) / 2
+
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The backbone's raw output (of type model_output) at time t, conditioned on t."""
+        return self.backbone(x_t, t.to(x_t.dtype))
+
+    def forward(self, y: torch.Tensor, sigma) -> torch.Tensor:
+        from .prediction import to_x0
+
+        sigma = torch.as_tensor(sigma, dtype=torch.float64, device=y.device)
+        if sigma.dim() == 0:
+            sigma = sigma.expand(y.shape[0])
+        t = self.time_of(sigma.cpu()).to(y.device)
+        alpha = self.interpolant.alpha(t).to(y.dtype)
+        x_t = _expand(alpha, y) * y
+        return to_x0(self.model_output, self.predict(x_t, t.float()), x_t, t.to(y.dtype), self.interpolant)
+
+    def score(self, y: torch.Tensor, sigma) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=y.device)
+        s2 = _expand(sigma.expand(y.shape[0]) if sigma.dim() == 0 else sigma, y) ** 2
+        return (self(y, sigma) - y) / s2

@@ -26,3 +26,49 @@ def denoising_loss(denoiser, u: torch.Tensor, sigma: torch.Tensor, z: torch.Tens
     x = u + sigma.view(-1, *([1] * (u.dim() - 1))) * z
     err = (denoiser(x, sigma) - u).pow(2).flatten(1).mean(1)
     return (loss_weight(sigma, weighting, denoiser.sigma_data) * err).mean()
+
+
+def interpolant_loss(model, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, loss_target: str = "velocity"):
+    """Regression of an interpolant model (ARCHITECTURE §3.3).
+
+    x_t = alpha(t) x0 + sigma(t) x1; the network's output (type model.model_output) is
+    converted to the type `loss_target` and regressed on that type's true value for the
+    pair (x0, x1). model_output = loss_target = "velocity" with rectified flow and GRF
+    x1 is functional flow matching.
+    """
+    from .prediction import convert, regression_target
+
+    proc = model.interpolant
+    x_t = proc.sample_xt(x0, x1, t)
+    pred = convert(model.predict(x_t, t), model.model_output, loss_target, x_t, t, proc)
+    target = regression_target(loss_target, x0, x1, t, proc)
+    return (pred - target).pow(2).flatten(1).mean(1).mean()
+
+
+class VEObjective:
+    """One training loss draw for the VE process: sigma per example, z ~ N(0, C)."""
+
+    def __init__(self, process, noise, weighting: str = "edm"):
+        self.process, self.noise, self.weighting = process, noise, weighting
+
+    def __call__(self, model, u: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        sigma = self.process.sample_sigma(len(u), generator).to(u.device)
+        z = self.noise.sample(len(u), tuple(u.shape[-2:]), generator, device=u.device)
+        return denoising_loss(model, u, sigma, z, self.weighting)
+
+
+class InterpolantObjective:
+    """One training loss draw for an interpolant: t from the time sampler, x1 ~ N(0, C)."""
+
+    def __init__(self, noise, time_sampler: str = "uniform", loss_target: str = "velocity",
+                 t_min: float = 1e-3, t_max: float = 1 - 1e-3):
+        self.noise, self.time_sampler, self.loss_target = noise, time_sampler, loss_target
+        self.t_min, self.t_max = t_min, t_max
+
+    def __call__(self, model, u: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        from .schedules import sample_time
+
+        # Conversions divide by alpha or sigma, which vanish at the ends of [0, 1].
+        t = sample_time(self.time_sampler, len(u), generator).clamp(self.t_min, self.t_max).to(u.device)
+        x1 = self.noise.sample(len(u), tuple(u.shape[-2:]), generator, device=u.device)
+        return interpolant_loss(model, u, x1, t, self.loss_target)

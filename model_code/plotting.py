@@ -106,3 +106,36 @@ def plot_curves(steps, series: dict, path, xlabel="epoch", logy=True, exts=("png
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return save(fig, path, exts)
+
+
+def plot_nfe_curves(series: dict, path, ylabel: str, title=None, hlines=None, points=None, logy=True,
+                    exts=("png",)):
+    """Quality against network evaluations (log x-axis), one line per sampler.
+
+    series: {label: (nfes, values)}, drawn as lines with markers (sorted by NFE; non-finite
+    values are left out). hlines: {label: y} reference levels (e.g. a real-vs-real floor),
+    drawn dashed. points: {label: (nfes, values)} drawn as unconnected markers (e.g. every
+    configuration of a swept sampler behind its best-per-NFE line).
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    for label, (xs, ys) in (points or {}).items():
+        xy = [(float(x), float(y)) for x, y in zip(xs, ys) if np.isfinite(y)]
+        if xy:
+            ax.scatter(*zip(*xy), s=14, alpha=0.35, label=label)
+    for label, (xs, ys) in series.items():
+        xy = sorted((float(x), float(y)) for x, y in zip(xs, ys) if np.isfinite(y))
+        if xy:
+            ax.plot(*zip(*xy), marker="o", ms=4, label=label)
+    for i, (label, y) in enumerate((hlines or {}).items()):
+        if y is not None and np.isfinite(y):
+            ax.axhline(float(y), ls="--", lw=1, color=f"C{(i + 7) % 10}", label=label)
+    ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("network evaluations (NFE)")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best")
+    return save(fig, path, exts)

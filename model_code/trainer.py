@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, metrics, plotting
 from .errors import UserError
-from .losses import denoising_loss
 from .samplers import generate
 
 
@@ -37,7 +36,6 @@ class TrainSettings:
     augment: bool
     grad_clip: float | None
     seed: int
-    loss_weighting: str
     kind: str                      # "phase" or "real": which per-sample statistics apply
     sampler_options: dict = field(default_factory=dict)
     sampling_sigmas: object = None   # the sampler's decreasing sigma grid (tensor)
@@ -62,12 +60,13 @@ def random_flips(u: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 class Trainer:
-    def __init__(self, denoiser, optimizer, ema, process, noise, sampler, train_data, valid_data,
+    def __init__(self, denoiser, optimizer, ema, process, objective, noise, sampler, train_data, valid_data,
                  savedir, settings: TrainSettings, device, checkpoint_meta: dict):
         self.denoiser = denoiser
         self.optimizer = optimizer
         self.ema = ema
-        self.process = process
+        self.process = process            # noise levels, for the figures
+        self.objective = objective        # objective(model, u, generator) -> one loss draw
         self.noise = noise
         self.sampler = sampler
         self.train_data = train_data
@@ -176,10 +175,7 @@ class Trainer:
             u = self.train_data[self.order[start:start + self.s.batch_size]]
             if self.s.augment:
                 u = random_flips(u, self.generator)
-            u = u.to(self.device)
-            sigma = self.process.sample_sigma(len(u), self.generator).to(self.device)
-            z = self.noise.sample(len(u), self.resolution, self.generator, device=self.device)
-            loss = denoising_loss(self.denoiser, u, sigma, z, self.s.loss_weighting)
+            loss = self.objective(self.denoiser, u.to(self.device), self.generator)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {self.step}; "
                                        f"stopped, last good checkpoint kept in {self.savedir}")
@@ -212,9 +208,7 @@ class Trainer:
         total = 0.0
         for start in range(0, len(self.valid_data), self.s.val_batch_size):
             u = self.valid_data[start:start + self.s.val_batch_size].to(self.device)
-            sigma = self.process.sample_sigma(len(u), gen).to(self.device)
-            z = self.noise.sample(len(u), self.resolution, gen, device=self.device)
-            total += denoising_loss(self.denoiser, u, sigma, z, self.s.loss_weighting).item() * len(u)
+            total += self.objective(self.denoiser, u, gen).item() * len(u)
         return total / len(self.valid_data)
 
     # ------------------------------------------------------------ validation
