@@ -80,8 +80,9 @@ class Arguments:
     sigma_L: float = _f(0.1, "smallest noise level (standard deviation)")
     L: int = _f(500, "number of noise levels")
     level_sampling: str = _f("discrete", "training noise levels: 'discrete' (uniform over the L levels, "
-                             "with replacement) or 'continuous' (log-uniform in [sigma_L, sigma_1])",
-                             choices=("discrete", "continuous"))
+                             "with replacement), 'continuous' (log-uniform in [sigma_L, sigma_1]) or "
+                             "'edm_lognormal' (ln sigma ~ N(-1.2, 1.2^2), clipped to [sigma_L, sigma_1])",
+                             choices=("discrete", "continuous", "edm_lognormal"))
     sigma_data: float = _f(0.7, "typical standard deviation of the data per point, used by the EDM "
                            "preconditioning (cos/sin phase channels: about 0.7)")
     loss_weighting: str = _f("edm", "lambda(sigma) of the denoising loss: 'edm' = 1/c_out^2, "

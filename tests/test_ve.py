@@ -165,3 +165,11 @@ def test_edm_sigma_grid():
     assert torch.all(g[1:] < g[:-1])
     # rho = 1 is a linear grid
     assert torch.allclose(edm_sigmas(1.0, 0.1, 10, rho=1.0), torch.linspace(1.0, 0.1, 10, dtype=torch.float64))
+
+
+def test_edm_lognormal_levels():
+    proc = VEProcess(sigma_levels(1000.0, 1e-4, 5), level_sampling="edm_lognormal")
+    d = proc.sample_sigma(50_000, torch.Generator().manual_seed(0)).double().log()
+    # ln sigma ~ N(-1.2, 1.2^2); the clip at [1e-4, 1000] (7 standard deviations) changes nothing here
+    assert d.mean().item() == pytest.approx(-1.2, abs=0.02)
+    assert d.std().item() == pytest.approx(1.2, rel=0.02)

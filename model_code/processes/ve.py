@@ -10,7 +10,7 @@ import torch
 
 class VEProcess:
     def __init__(self, sigmas: torch.Tensor, level_sampling: str = "discrete"):
-        if level_sampling not in ("discrete", "continuous"):
+        if level_sampling not in ("discrete", "continuous", "edm_lognormal"):
             raise ValueError(f"unknown level_sampling '{level_sampling}'")
         self.sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
         self.level_sampling = level_sampling
@@ -32,6 +32,10 @@ class VEProcess:
         if self.level_sampling == "discrete":
             idx = torch.randint(len(self.sigmas), (n,), generator=generator)
             return self.sigmas[idx].float()
+        if self.level_sampling == "edm_lognormal":
+            # Karras et al. 2022: ln sigma ~ N(-1.2, 1.2^2), kept inside the process's range.
+            from ..schedules import sample_time
+            return sample_time("edm_lognormal", n, generator).clamp(self.sigma_min, self.sigma_max)
         u = torch.rand(n, generator=generator, dtype=torch.float64)
         log_s = math.log(self.sigma_min) + u * (math.log(self.sigma_max) - math.log(self.sigma_min))
         return log_s.exp().float()
