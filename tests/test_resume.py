@@ -81,7 +81,10 @@ def test_sigusr1_stops_train_py_with_a_checkpoint_and_the_same_command_resumes(t
     assert 1 <= done < 400
     # Resume with the same command for a few seconds, then stop again: epochs continue, none repeated.
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)
+    # Signal only once the resumed run has finished an epoch, i.e. its handlers are installed.
+    deadline = time.time() + 120
+    while time.time() < deadline and len((run / "results.json").read_text().splitlines()) <= done:
+        time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err
