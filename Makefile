@@ -61,11 +61,12 @@ demo: venv ## synthetic data, a short training run, then generate / superres / p
 	echo "   figures:"; \
 	find "$$run" -name '*.png' | sort | sed 's/^/     /'
 
-bench: venv ## benchmarks: noise samplers, then sample quality
+bench: venv ## benchmarks: noise samplers, sample quality, then samplers (NFE vs quality)
 	@export DATA_DIR="$(DATA_ABS)" SAVEDIR="$(SAVE_ABS)"; \
 	set -e; \
 	"$(PYTHON_ABS)" scripts/bench_noise.py; \
-	"$(PYTHON_ABS)" scripts/bench_quality.py
+	"$(PYTHON_ABS)" scripts/bench_quality.py; \
+	"$(PYTHON_ABS)" scripts/bench_samplers.py
 
 clean: ## remove the demo run folders (SAVEDIR/demo); data is kept
 	rm -rf -- "$(SAVE_ABS)/demo"

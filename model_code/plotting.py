@@ -121,7 +121,7 @@ def plot_nfe_curves(series: dict, path, ylabel: str, title=None, hlines=None, po
     for label, (xs, ys) in (points or {}).items():
         xy = [(float(x), float(y)) for x, y in zip(xs, ys) if np.isfinite(y)]
         if xy:
-            ax.scatter(*zip(*xy), s=14, alpha=0.35, label=label)
+            ax.scatter(*zip(*xy), s=14, alpha=0.5, color="0.6", label=label)
     for label, (xs, ys) in series.items():
         xy = sorted((float(x), float(y)) for x, y in zip(xs, ys) if np.isfinite(y))
         if xy:
