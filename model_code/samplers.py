@@ -13,7 +13,6 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from .noise import standard_normal  # noqa: F401  (re-exported for callers building noise_fn)
 
 
 @torch.no_grad()
