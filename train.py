@@ -8,6 +8,7 @@ The experiment file (json or yaml) overrides the documented defaults of `Argumen
 $DATA_DIR. A run folder that already holds model.pt with the same config resumes.
 """
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -68,9 +69,10 @@ def _check_run_folder(savedir: Path, args) -> None:
     """Refuse to mix two different experiments in one folder (nothing is overwritten)."""
     saved = savedir / "config.json"
     if (savedir / "model.pt").exists() and saved.exists():
-        old = config_mod.from_dict(__import__("json").loads(saved.read_text()), source=str(saved))
-        if config_mod.to_dict(old) != config_mod.to_dict(args):
-            diff = [k for k, v in config_mod.to_dict(args).items() if config_mod.to_dict(old)[k] != v]
+        old = config_mod.to_dict(config_mod.from_dict(json.loads(saved.read_text()), source=str(saved)))
+        new = config_mod.to_dict(args)
+        if old != new:
+            diff = [k for k, v in new.items() if old[k] != v]
             raise UserError(f"{savedir} already holds a run with a different config (differs in: "
                             f"{', '.join(diff)}); choose another --savedir")
 

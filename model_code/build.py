@@ -152,20 +152,18 @@ def build_trainer(args, savedir, data_dir, progress: bool = True):
         epochs=args.epochs, batch_size=args.batch_size, record_interval=args.record_interval,
         Ntest=args.Ntest, val_batch_size=args.val_batch_size, val_seed=args.val_seed, n_plot=args.n_plot,
         augment=args.augment, grad_clip=args.grad_clip, seed=args.seed,
-        kind=kind, sampler_options=options, sampling_sigmas=sampling_sigmas, tensorboard=args.tensorboard, progress=progress,
-        max_minutes=args.max_minutes)
+        kind=kind, sampler_options=options, sampling_sigmas=sampling_sigmas, tensorboard=args.tensorboard,
+        progress=progress, max_minutes=args.max_minutes)
     meta = {
         "config": config_mod.to_dict(args),
         "net": describe_net(net),
         "noise": noise.describe(),
         "sigmas": process.sigmas.tolist(),
-        "sigma_data": args.sigma_data,
         "kind": kind,
         "data_shape": list(train.shape[1:]),
     }
     return Trainer(denoiser, optimizer, ema, process, build_objective(args, process, noise), noise, sampler,
-                   train, valid,
-                   savedir, settings, device, meta)
+                   train, valid, savedir, settings, device, meta)
 
 
 def denoiser_from_checkpoint(state: dict, device, use_ema: bool = True) -> Denoiser:
