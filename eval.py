@@ -24,7 +24,9 @@ MODES = ("generate", "superres", "plot")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp_name", required=True, help="run folder (the one holding model*.pt and config.json)")
-    p.add_argument("--mode", required=True, help="generate | superres | plot")
+    p.add_argument("--mode", required=True,
+                   help="generate | superres | plot; elbo | fid for heat / linear-transform runs "
+                        "(see `eval.py --mode elbo --help`)")
     p.add_argument("--checkpoint", default="model.w_total.pt",
                    help="checkpoint file inside the run folder (default: best w_total)")
     p.add_argument("--savedir", default=None, help="output folder (default: <exp_name>/eval)")
@@ -46,6 +48,12 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a in ("--mode=elbo", "--mode=fid") for a in argv) or any(
+            a == "--mode" and argv[i + 1:i + 2] in (["elbo"], ["fid"]) for i, a in enumerate(argv)):
+        # The heat / linear-transform image runs (--config/--workdir) have their own evaluation.
+        from model_code.image_runs import eval_main
+        return eval_main(argv)
     cli = parse_args(argv)
     if cli.mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}; got '{cli.mode}'")

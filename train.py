@@ -37,6 +37,10 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    yaml_entry = _yaml_entry_point(argv)
+    if yaml_entry is not None:
+        return yaml_entry(argv)
     cli = parse_args(argv)
     args = config_mod.load(cli.cfg, cli.overrides)
     savedir = Path(cli.savedir)
@@ -49,7 +53,7 @@ def main(argv=None) -> int:
 
     progress = not cli.quiet and sys.stderr.isatty()
     trainer = build.build_trainer(args, savedir, os.environ.get("DATA_DIR"), progress=progress)
-    trainer.meta["code"] = provenance.record(savedir, Path(__file__).parent, argv or sys.argv)["code"]
+    trainer.meta["code"] = provenance.record(savedir, Path(__file__).parent, [sys.argv[0], *argv])["code"]
     latest = savedir / "model.pt"
     if latest.exists():
         trainer.load_state(checkpoint.load(latest, map_location=trainer.device))
@@ -63,6 +67,39 @@ def main(argv=None) -> int:
         return PREEMPTED_EXIT
     print(f"done: {savedir}")
     return 0
+
+
+def _yaml_entry_point(argv):
+    """The OmegaConf YAML systems (`--config FILE --workdir DIR`) have their own run loop.
+
+    The first --config file's top-level `system` key picks it: `toy` is the two-atom
+    problem (model_code/toy_runs.py); anything else (the default, `levels`) is the heat /
+    linear-transform image family (model_code/image_runs.py).
+    """
+    path = None
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+            break
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+            break
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise UserError(f"config file not found: {path}")
+    from omegaconf import OmegaConf
+    try:
+        system = OmegaConf.load(path).get("system", "levels")
+    except Exception as err:  # a YAML syntax error is the user's, not ours
+        raise UserError(f"cannot read {path}: {str(err).splitlines()[0]}")
+    if system == "toy":
+        from model_code.toy_runs import train_main
+    elif system == "levels":
+        from model_code.image_runs import train_main
+    else:
+        raise UserError(f"{path}: unknown system '{system}' (toy | levels)")
+    return train_main
 
 
 def _check_run_folder(savedir: Path, args) -> None:
