@@ -2,10 +2,13 @@
 """Train a score-based diffusion model in function space.
 
     python train.py --cfg exps/json/quickstart.json --savedir results/demo/1 [key=value ...]
+    torchrun --nproc_per_node=N train.py ...    (or srun --ntasks=N python train.py ...)
 
 The experiment file (json or yaml) overrides the documented defaults of `Arguments`
 (model_code/config.py); `key=value` arguments override the file. Data comes from
 $DATA_DIR. A run folder that already holds model.pt with the same config resumes.
+Under torchrun or srun, N processes split each global batch (batch_size) and each
+validation round between them and train exactly as one process would; rank 0 writes.
 """
 import argparse
 import json
@@ -49,23 +52,43 @@ def main(argv=None) -> int:
     if not os.access(savedir, os.W_OK):
         raise UserError(f"run folder {savedir} is not writable")
 
+    from model_code import build, checkpoint, distributed, provenance
+
+    # torchrun / srun: join the process group (gloo on CPU, nccl on CUDA); alone: a no-op.
+    device = distributed.rank_device(build.resolve_device(args.device))
+    dist = distributed.initialise(device)
+    try:
+        return _train(cli, args, savedir, argv, dist, device)
+    finally:
+        distributed.shutdown()
+
+
+def _train(cli, args, savedir, argv, dist, device) -> int:
     from model_code import build, checkpoint, provenance
 
-    progress = not cli.quiet and sys.stderr.isatty()
-    trainer = build.build_trainer(args, savedir, os.environ.get("DATA_DIR"), progress=progress)
-    trainer.meta["code"] = provenance.record(savedir, Path(__file__).parent, [sys.argv[0], *argv])["code"]
+    progress = not cli.quiet and sys.stderr.isatty() and dist.is_main
+    trainer = build.build_trainer(args, savedir, os.environ.get("DATA_DIR"), progress=progress,
+                                  dist=dist, device=device)
+    if dist.is_main:
+        trainer.meta["code"] = provenance.record(savedir, Path(__file__).parent, [sys.argv[0], *argv])["code"]
     latest = savedir / "model.pt"
     if latest.exists():
         trainer.load_state(checkpoint.load(latest, map_location=trainer.device))
-        print(f"resuming {savedir} after epoch {trainer.epoch}", file=sys.stderr)
-    config_mod.save(args, savedir / "config.json")
+        if dist.is_main:
+            print(f"resuming {savedir} after epoch {trainer.epoch}", file=sys.stderr)
+    # Every rank has read the folder before rank 0 writes to it.
+    dist.barrier()
+    if dist.is_main:
+        config_mod.save(args, savedir / "config.json")
     from model_code.trainer import Preempted
     try:
         trainer.fit()
     except Preempted as stop:
-        print(f"train.py: {stop}; run the same command to resume", file=sys.stderr)
+        if dist.is_main:
+            print(f"train.py: {stop}; run the same command to resume", file=sys.stderr)
         return PREEMPTED_EXIT
-    print(f"done: {savedir}")
+    if dist.is_main:
+        print(f"done: {savedir}" + (f" ({dist.world_size} processes)" if dist.active else ""))
     return 0
 
 

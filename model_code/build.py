@@ -133,10 +133,11 @@ def sampler_setup(args, name: str | None = None, steps: int | None = None):
 
 
 # -------------------------------------------------------------------- trainer
-def build_trainer(args, savedir, data_dir, progress: bool = True):
+def build_trainer(args, savedir, data_dir, progress: bool = True, dist=None, device=None):
+    """The Trainer of a VE / interpolant run; `dist` (distributed.Context) for multi-process runs."""
     from .trainer import Trainer, TrainSettings
 
-    device = resolve_device(args.device)
+    device = device if device is not None else resolve_device(args.device)
     torch.manual_seed(args.seed)
     train, valid, kind = build_data(args, data_dir)
     channels = train.shape[1]
@@ -162,8 +163,12 @@ def build_trainer(args, savedir, data_dir, progress: bool = True):
         "kind": kind,
         "data_shape": list(train.shape[1:]),
     }
-    return Trainer(denoiser, optimizer, ema, process, build_objective(args, process, noise), noise, sampler,
-                   train, valid, savedir, settings, device, meta)
+    trainer = Trainer(denoiser, optimizer, ema, process, build_objective(args, process, noise), noise, sampler,
+                      train, valid, savedir, settings, device, meta, dist=dist)
+    # The weights start equal on every rank (same seed, then broadcast from rank 0); what
+    # draws from torch's global stream after that (dropout, say) differs per rank.
+    torch.manual_seed(args.seed + (dist.rank if dist is not None else 0))
+    return trainer
 
 
 def denoiser_from_checkpoint(state: dict, device, use_ema: bool = True) -> Denoiser:

@@ -51,10 +51,11 @@ class VEObjective:
     def __init__(self, process, noise, weighting: str = "edm"):
         self.process, self.noise, self.weighting = process, noise, weighting
 
-    def __call__(self, model, u: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, model, u: torch.Tensor, generator: torch.Generator, shard: slice = slice(None)):
+        """Mean loss over u[shard]; the draws cover all of u, so shards of one batch add up to it."""
         sigma = self.process.sample_sigma(len(u), generator).to(u.device)
         z = self.noise.sample(len(u), tuple(u.shape[-2:]), generator, device=u.device)
-        return denoising_loss(model, u, sigma, z, self.weighting)
+        return denoising_loss(model, u[shard], sigma[shard], z[shard], self.weighting)
 
 
 class InterpolantObjective:
@@ -65,10 +66,10 @@ class InterpolantObjective:
         self.noise, self.time_sampler, self.loss_target = noise, time_sampler, loss_target
         self.t_min, self.t_max = t_min, t_max
 
-    def __call__(self, model, u: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, model, u: torch.Tensor, generator: torch.Generator, shard: slice = slice(None)):
         from .schedules import sample_time
 
         # Conversions divide by alpha or sigma, which vanish at the ends of [0, 1].
         t = sample_time(self.time_sampler, len(u), generator).clamp(self.t_min, self.t_max).to(u.device)
         x1 = self.noise.sample(len(u), tuple(u.shape[-2:]), generator, device=u.device)
-        return interpolant_loss(model, u, x1, t, self.loss_target)
+        return interpolant_loss(model, u[shard], x1[shard], t[shard], self.loss_target)

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint, metrics, plotting
+from .distributed import Context
 from .errors import UserError
 from .samplers import generate
 
@@ -61,12 +62,12 @@ def random_flips(u: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 class Trainer:
     def __init__(self, denoiser, optimizer, ema, process, objective, noise, sampler, train_data, valid_data,
-                 savedir, settings: TrainSettings, device, checkpoint_meta: dict):
+                 savedir, settings: TrainSettings, device, checkpoint_meta: dict, dist: Context | None = None):
         self.denoiser = denoiser
         self.optimizer = optimizer
         self.ema = ema
         self.process = process            # noise levels, for the figures
-        self.objective = objective        # objective(model, u, generator) -> one loss draw
+        self.objective = objective        # objective(model, u, generator, shard) -> one loss draw
         self.noise = noise
         self.sampler = sampler
         self.train_data = train_data
@@ -74,6 +75,9 @@ class Trainer:
         self.savedir = Path(savedir)
         self.s = settings
         self.device = device
+        self.dist = dist or Context()     # rank / world size; rank 0 alone writes
+        self.dist.broadcast_parameters(denoiser)
+        self.progress = settings.progress and self.dist.is_main
         self.meta = checkpoint_meta          # config, net / noise descriptions, data shape
         self.resolution = tuple(train_data.shape[-2:])
         self.generator = torch.Generator().manual_seed(settings.seed)
@@ -129,16 +133,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> None:
-        self.savedir.mkdir(parents=True, exist_ok=True)
-        if self.epoch == 0:
-            self.plot_noise()
-        self._trim_results()
-        if self.s.tensorboard:
+        main = self.dist.is_main
+        if main:
+            self.savedir.mkdir(parents=True, exist_ok=True)
+            if self.epoch == 0:
+                self.plot_noise()
+            self._trim_results()
+        if self.s.tensorboard and main:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.savedir / "tb"), purge_step=self.step)
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(sig, self.request_stop)
-        bar = tqdm(range(self.epoch + 1, self.s.epochs + 1), desc="epochs", disable=not self.s.progress,
+        bar = tqdm(range(self.epoch + 1, self.s.epochs + 1), desc="epochs", disable=not self.progress,
                    initial=self.epoch, total=self.s.epochs)
         began = time.time()
         for epoch in bar:
@@ -147,15 +153,19 @@ class Trainer:
             row = {"epoch": epoch, "loss": loss, "loss_valid": self.validation_loss(),
                    "lr": self.optimizer.param_groups[0]["lr"]}
             self.epoch = epoch
-            out_of_time = self.s.max_minutes is not None and time.time() - began > 60 * self.s.max_minutes
+            # Rank 0's clock decides, so every rank stops after the same epoch.
+            out_of_time = self.dist.broadcast_flag(
+                self.s.max_minutes is not None and time.time() - began > 60 * self.s.max_minutes)
             if epoch % self.s.record_interval == 0 or epoch == self.s.epochs or out_of_time:
                 row.update(self.record(epoch))
             row["time"] = time.time() - start
-            self.write_row(row)
-            checkpoint.atomic_save(self.state(), self.savedir / "model.pt")
+            if main:
+                self.write_row(row)
+                checkpoint.atomic_save(self.state(), self.savedir / "model.pt")
             bar.set_postfix(loss=f"{loss:.4g}", w_total=row.get("w_total", "-"))
-            if out_of_time:
+            if out_of_time and main:
                 print(f"stopping after epoch {epoch}: max_minutes={self.s.max_minutes} reached", file=sys.stderr)
+            if out_of_time:
                 break
         if self.writer is not None:
             self.writer.close()
@@ -171,34 +181,57 @@ class Trainer:
             self.order = torch.randperm(n, generator=self.generator)
             self.batches_done, self.epoch_loss = 0, [0.0, 0]
         steps = range(self.batches_done * self.s.batch_size, n, self.s.batch_size)
-        for start in tqdm(steps, desc=f"epoch {epoch}", leave=False, disable=not self.s.progress):
+        for start in tqdm(steps, desc=f"epoch {epoch}", leave=False, disable=not self.progress):
             u = self.train_data[self.order[start:start + self.s.batch_size]]
             if self.s.augment:
                 u = random_flips(u, self.generator)
-            loss = self.objective(self.denoiser, u.to(self.device), self.generator)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {self.step}; "
-                                       f"stopped, last good checkpoint kept in {self.savedir}")
+            loss, n = self.sharded_loss(u.to(self.device), self.generator, train=True)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * (self._local_count(n) * self.dist.world_size / n)).backward()
+            self.dist.average_gradients(self.denoiser.parameters())
             if self.s.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.denoiser.parameters(), self.s.grad_clip)
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.denoiser)
+            # One all-reduce per step: the global batch loss and whether any rank was signalled.
+            total, stops = self.dist.sum([loss.item() * self._local_count(n), float(self.stop_requested)])
+            if not math.isfinite(total):
+                # Nothing is saved from here on: model.pt on disk is the last good state.
+                raise TrainingDiverged(f"loss became {total / n} at epoch {epoch}, step {self.step}; "
+                                       f"stopped, last good checkpoint kept in {self.savedir}")
             self.step += 1
             self.batches_done += 1
-            self.epoch_loss[0] += loss.item() * len(u)
-            self.epoch_loss[1] += len(u)
+            self.epoch_loss[0] += total
+            self.epoch_loss[1] += n
             if self.writer is not None:
-                self.writer.add_scalar("train/loss_step", loss.item(), self.step)
-            if self.stop_requested:
-                checkpoint.atomic_save(self.state(), self.savedir / "model.pt")
+                self.writer.add_scalar("train/loss_step", total / n, self.step)
+            if stops > 0:
+                if self.dist.is_main:
+                    checkpoint.atomic_save(self.state(), self.savedir / "model.pt")
+                self.dist.barrier()
                 raise Preempted(f"stopped by signal at epoch {epoch}, step {self.step}; "
                                 f"model.pt holds the state to resume from")
         mean = self.epoch_loss[0] / self.epoch_loss[1]
         self.order = None
         return mean
+
+    def _local_count(self, n: int) -> int:
+        part = self.dist.shard(n)
+        return part.stop - part.start
+
+    def sharded_loss(self, u: torch.Tensor, generator: torch.Generator, train: bool):
+        """This rank's mean loss over its shard of the batch u, and the batch size.
+
+        The objective draws noise for all of u (the shared stream stays in step on every
+        rank); a rank with an empty shard runs one sample at weight zero so that its
+        gradients exist for the all-reduce.
+        """
+        part = self.dist.shard(len(u))
+        if part.stop == part.start:
+            part = slice(0, 1)
+        with torch.set_grad_enabled(train):
+            return self.objective(self.denoiser, u, generator, part), len(u)
 
     @torch.no_grad()
     def validation_loss(self) -> float:
@@ -208,27 +241,35 @@ class Trainer:
         total = 0.0
         for start in range(0, len(self.valid_data), self.s.val_batch_size):
             u = self.valid_data[start:start + self.s.val_batch_size].to(self.device)
-            total += self.objective(self.denoiser, u, gen).item() * len(u)
-        return total / len(self.valid_data)
+            loss, n = self.sharded_loss(u, gen, train=False)
+            total += loss.item() * self._local_count(n)
+        return self.dist.sum([total])[0] / len(self.valid_data)
 
     # ------------------------------------------------------------ validation
     def record(self, epoch: int) -> dict:
         model = self.sampling_model().eval()
-        seeds = [self.s.val_seed + k for k in range(self.s.Ntest)]
-        samples = generate(model, self.noise, self.s.sampling_sigmas, self.s.Ntest, self.resolution, seeds,
-                           self.s.val_batch_size, sampler=self.sampler, device=self.device,
-                           progress=self.s.progress, **self.s.sampler_options)
+        # Each rank draws its contiguous share of the Ntest seeds; every rank then holds all.
+        seeds = [self.s.val_seed + k for k in range(self.s.Ntest)][self.dist.shard(self.s.Ntest)]
+        if seeds:
+            mine = generate(model, self.noise, self.s.sampling_sigmas, len(seeds), self.resolution, seeds,
+                            self.s.val_batch_size, sampler=self.sampler, device=self.device,
+                            progress=self.progress, **self.s.sampler_options)
+        else:
+            mine = torch.empty(0, *self.valid_data.shape[1:])
+        samples = self.dist.gather_cat(mine)
         values = metrics.validation_metrics(self.valid_data, samples, self.s.kind, self.real_stats)
         values.update(metrics.relative_to_floor(values, self.floor))
-        plotting.plot_fields(samples[:self.s.n_plot], self.savedir / "samples" / f"{epoch}", kind=self.s.kind,
-                             suptitle=f"epoch {epoch}, w_total = {values['w_total']:.4g}")
+        if self.dist.is_main:
+            plotting.plot_fields(samples[:self.s.n_plot], self.savedir / "samples" / f"{epoch}", kind=self.s.kind,
+                                 suptitle=f"epoch {epoch}, w_total = {values['w_total']:.4g}")
         for name in metrics.METRIC_NAMES:
             value = values.get(name)
             if value is not None and math.isfinite(value) and value < self.best[name]:
                 self.best[name] = value
-                state = self.state()
-                del state["optimizer"]
-                checkpoint.atomic_save(state, self.savedir / f"model.{name}.pt")
+                if self.dist.is_main:
+                    state = self.state()
+                    del state["optimizer"]
+                    checkpoint.atomic_save(state, self.savedir / f"model.{name}.pt")
         return values
 
     def write_row(self, row: dict) -> None:

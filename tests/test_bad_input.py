@@ -21,9 +21,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     objective = trainer.objective
     calls = {"n": 0}
 
-    def poisoned(model, u, generator):
+    def poisoned(model, u, generator, shard=slice(None)):
         calls["n"] += 1
-        loss = objective(model, u, generator)
+        loss = objective(model, u, generator, shard)
         return loss * float("nan") if calls["n"] > 2 * 3 else loss   # 2 steps per epoch + 1 validation batch
 
     trainer.objective = poisoned
