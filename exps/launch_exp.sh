@@ -25,6 +25,16 @@
 #SBATCH --mem=16G
 # CPU cores for the job (data loading and torch threads).
 #SBATCH --cpus-per-task=4
+# Preemption: SIGUSR1 to this batch shell 300 s before the time limit (Slurm may
+# send it up to a minute early); train.py then writes model.pt and exits 3, and
+# this script requeues the job, which resumes from model.pt in the same run
+# folder (the folder is named after the job id, which a requeue keeps).
+#SBATCH --signal=B:USR1@300
+#SBATCH --requeue
+# A requeued job appends to its log instead of truncating it.
+#SBATCH --open-mode=append
+# Several processes: `sbatch --ntasks=N ...`; main.sh then starts train.py with
+# srun, one process per task (torch.distributed over gloo on CPU, nccl on GPU).
 # Add your cluster's partition/account/QoS here if it needs them, e.g.
 # #SBATCH --partition=long
 # #SBATCH --account=my-lab
@@ -55,6 +65,33 @@ if [ -n "${SLURM_SUBMIT_DIR:-}" ] && [ -d "${SLURM_SUBMIT_DIR}" ]; then
     cd "${SLURM_SUBMIT_DIR}"
 fi
 
-# exec: the batch shell becomes main.sh and then python, so signals that Slurm
-# sends to the batch shell (scancel --signal, --signal=B:...) reach train.py.
-exec bash "${EXPS_DIR}/main.sh" "$@"
+# Exit status of train.py after a stop signal: model.pt holds the state to resume from.
+PREEMPTED_EXIT=3
+
+# Not exec: this shell stays to forward the signals Slurm sends it (scancel
+# --signal=USR1 --batch, --signal=B:USR1@N) to train.py (or to srun, which passes
+# them to every task), and to requeue the job once train.py has checkpointed.
+bash "${EXPS_DIR}/main.sh" "$@" &
+child=$!
+forward() { kill -s "$1" "${child}" 2>/dev/null || true; }
+trap 'forward USR1' USR1
+trap 'forward TERM' TERM
+trap 'forward INT' INT
+set +e
+while :; do
+    wait "${child}"
+    status=$?
+    # a trapped signal interrupts `wait` (status > 128) while the child still runs
+    if kill -0 "${child}" 2>/dev/null; then continue; fi
+    break
+done
+set -e
+
+if [ "${status}" = "${PREEMPTED_EXIT}" ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+    if scontrol requeue "${SLURM_JOB_ID}"; then
+        echo "launch_exp.sh: checkpoint written; job ${SLURM_JOB_ID} requeued (it resumes from model.pt)"
+        exit 0
+    fi
+    echo "launch_exp.sh: checkpoint written but 'scontrol requeue ${SLURM_JOB_ID}' failed; resubmit to resume" >&2
+fi
+exit "${status}"

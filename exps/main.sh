@@ -20,8 +20,8 @@
 # while jobs wait in the queue does not change them.  On a requeue the
 # existing copy is reused.
 #
-# Python replaces this shell (exec): signals reach it and its exit status is
-# the script's exit status.
+# Python (or srun, for a job of several tasks) replaces this shell (exec):
+# signals reach it and its exit status is the script's exit status.
 
 set -euo pipefail
 
@@ -85,6 +85,14 @@ RUN_DIR="${SAVEDIR}/${NAME}/${RUN_ID}"
 mkdir -p "${RUN_DIR}"
 echo "run folder: ${RUN_DIR}"
 
+# A batch job with several tasks (sbatch --ntasks=N) starts one train.py per task
+# with srun; inside an srun step (or without Slurm) python starts directly.
+LAUNCHER=()
+if [ "${SLURM_NTASKS:-1}" -gt 1 ] && [ -z "${SLURM_STEP_NUM_TASKS:-}" ]; then
+    LAUNCHER=(srun --kill-on-bad-exit=1 --ntasks="${SLURM_NTASKS}")
+    echo "starting ${SLURM_NTASKS} processes with srun"
+fi
+
 case "${RUN_LOCAL:-}" in
     ""|0|false|no) RUN_LOCAL=0 ;;
     *) RUN_LOCAL=1 ;;
@@ -92,7 +100,7 @@ esac
 
 if [ "${RUN_LOCAL}" = 1 ]; then
     cd "${REPO_ROOT}"
-    exec "${PYTHON}" train.py --cfg "${JSON}" --savedir "${RUN_DIR}" "$@"
+    exec "${LAUNCHER[@]}" "${PYTHON}" train.py --cfg "${JSON}" --savedir "${RUN_DIR}" "$@"
 fi
 
 # ---- copy the code into the run folder ----------------------------------------
@@ -147,4 +155,4 @@ case "${JSON}" in
 esac
 
 cd "${CODE_DIR}"
-exec "${PYTHON}" train.py --cfg "${JSON}" --savedir "${RUN_DIR}" "$@"
+exec "${LAUNCHER[@]}" "${PYTHON}" train.py --cfg "${JSON}" --savedir "${RUN_DIR}" "$@"
