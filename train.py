@@ -48,9 +48,7 @@ def main(argv=None) -> int:
     args = config_mod.load(cli.cfg, cli.overrides)
     savedir = Path(cli.savedir)
     _check_run_folder(savedir, args)
-    savedir.mkdir(parents=True, exist_ok=True)
-    if not os.access(savedir, os.W_OK):
-        raise UserError(f"run folder {savedir} is not writable")
+    _make_writable_folder(savedir)
 
     from model_code import build, checkpoint, distributed, provenance
 
@@ -90,6 +88,18 @@ def _train(cli, args, savedir, argv, dist, device) -> int:
     if dist.is_main:
         print(f"done: {savedir}" + (f" ({dist.world_size} processes)" if dist.active else ""))
     return 0
+
+
+def _make_writable_folder(savedir: Path) -> None:
+    """Create the run folder and prove it takes a file (a read-only mount fools os.access for root)."""
+    import tempfile
+
+    try:
+        savedir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=savedir):
+            pass
+    except OSError as err:
+        raise UserError(f"run folder {savedir} is not writable: {err.strerror or err}") from None
 
 
 def _yaml_entry_point(argv):

@@ -261,4 +261,6 @@ def to_dict(args: Arguments) -> dict:
 
 def save(args: Arguments, path) -> None:
     """Write the resolved config (every field, defaults included) as config.json."""
-    Path(path).write_text(json.dumps(to_dict(args), indent=2, sort_keys=True) + "\n")
+    from .files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(to_dict(args), indent=2, sort_keys=True) + "\n")

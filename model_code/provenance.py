@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from .files import atomic_write_text
+
 LIBRARIES = ("torch", "numpy", "scipy", "neuraloperator", "omegaconf", "matplotlib")
 
 
@@ -66,7 +68,7 @@ def record(run_dir, root, argv=None) -> dict:
     path = run_dir / "provenance.json"
     history = json.loads(path.read_text()) if path.exists() else []
     history.append(entry)
-    path.write_text(json.dumps(history, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(history, indent=2) + "\n")
     if state["diff"]:
-        (run_dir / "git_diff.patch").write_text(state["diff"])
+        atomic_write_text(run_dir / "git_diff.patch", state["diff"])
     return entry

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, metrics, plotting
 from .distributed import Context
 from .errors import UserError
+from .files import atomic_write_text
 from .samplers import generate
 
 
@@ -46,6 +47,10 @@ class TrainSettings:
 
 
 class TrainingDiverged(UserError):
+    pass
+
+
+class CheckpointWriteFailed(UserError):
     pass
 
 
@@ -136,6 +141,9 @@ class Trainer:
         main = self.dist.is_main
         if main:
             self.savedir.mkdir(parents=True, exist_ok=True)
+            # Temporary files of writes that a crash (kill -9) interrupted; the real files are whole.
+            for stale in self.savedir.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
             if self.epoch == 0:
                 self.plot_noise()
             self._trim_results()
@@ -161,7 +169,7 @@ class Trainer:
             row["time"] = time.time() - start
             if main:
                 self.write_row(row)
-                checkpoint.atomic_save(self.state(), self.savedir / "model.pt")
+                self.save(self.state(), self.savedir / "model.pt")
             bar.set_postfix(loss=f"{loss:.4g}", w_total=row.get("w_total", "-"))
             if out_of_time and main:
                 print(f"stopping after epoch {epoch}: max_minutes={self.s.max_minutes} reached", file=sys.stderr)
@@ -208,7 +216,7 @@ class Trainer:
                 self.writer.add_scalar("train/loss_step", total / n, self.step)
             if stops > 0:
                 if self.dist.is_main:
-                    checkpoint.atomic_save(self.state(), self.savedir / "model.pt")
+                    self.save(self.state(), self.savedir / "model.pt")
                 self.dist.barrier()
                 raise Preempted(f"stopped by signal at epoch {epoch}, step {self.step}; "
                                 f"model.pt holds the state to resume from")
@@ -269,12 +277,16 @@ class Trainer:
                 if self.dist.is_main:
                     state = self.state()
                     del state["optimizer"]
-                    checkpoint.atomic_save(state, self.savedir / f"model.{name}.pt")
+                    self.save(state, self.savedir / f"model.{name}.pt")
         return values
 
     def write_row(self, row: dict) -> None:
-        with open(self.savedir / "results.json", "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        try:
+            with open(self.savedir / "results.json", "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+        except OSError as err:
+            raise CheckpointWriteFailed(f"cannot append to {self.savedir / 'results.json'}: "
+                                        f"{err.strerror or err} (disk full?); model.pt is intact") from None
         if self.writer is not None:
             for key, value in row.items():
                 if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
@@ -282,13 +294,30 @@ class Trainer:
             self.writer.flush()
 
     def _trim_results(self) -> None:
-        """On resume, drop lines of epochs after the checkpoint (each epoch appears once)."""
+        """On resume, drop lines of epochs after the checkpoint (each epoch appears once).
+
+        A line torn by a crash mid-write (kill -9) is not JSON: it goes too.
+        """
         path = self.savedir / "results.json"
         if not path.exists():
             return
-        kept = [line for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("epoch", 0) <= self.epoch]
-        path.write_text("".join(line + "\n" for line in kept))
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and row.get("epoch", 0) <= self.epoch:
+                kept.append(line)
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+    def save(self, state: dict, path: Path) -> None:
+        """Atomic checkpoint write; a full disk (or any OS error) is one clear line, old file kept."""
+        try:
+            checkpoint.atomic_save(state, path)
+        except OSError as err:
+            raise CheckpointWriteFailed(f"cannot write {path}: {err.strerror or err} (disk full?); "
+                                        f"the previous {path.name} is intact, nothing else was changed") from None
 
     # ----------------------------------------------------------------- figures
     @torch.no_grad()
