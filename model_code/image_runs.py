@@ -1,0 +1,687 @@
+"""Heat-dissipation / linear-transform image runs: config, training loop, evaluation (ARCHITECTURE §3.4-3.5).
+
+    python train.py --config configs/mnist/default_mnist_configs.yaml --workdir runs/mnist/default \
+        [training.snapshot_freq_for_preemption=100 training.sampling_freq=500 ...]
+    python eval.py --mode=elbo|fid --config ... --workdir ... --checkpoint 0 --param_name NAME
+
+The YAML file overrides the documented schema `LevelsConfig` (below); `key=value` arguments
+override the file (a leading `config.` is accepted, as in the seed's README). Unknown keys and
+wrong types are errors naming the key. The work folder holds
+
+    config.yaml                     the resolved config of the run
+    checkpoints-meta/checkpoint.pth the latest state (written every snapshot_freq_for_preemption
+                                    steps, at the end and on SIGTERM / SIGUSR1): resume point
+    checkpoints/checkpoint_N.pth    snapshot N, written at step N * snapshot_freq
+    samples/iter_<step>.png         EMA samples every sampling_freq steps (fixed seeds)
+    training_log.jsonl              one JSON object per log / eval event
+
+Running the same command again resumes from checkpoints-meta (the data, model, optim and seed
+sections must match; training.* may change, e.g. a larger n_iters).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+import torch
+
+from . import checkpoint
+from .ema import EMA
+from .errors import UserError
+from .files import atomic_write_text
+
+PREEMPTED_EXIT = 3
+RUN_KIND = "levels"
+
+
+# ============================================================================ config schema
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"            # digits | mnist | cifar10 | folder
+    root: str = "data"                 # torchvision download folder, or the image folder (dataset=folder)
+    image_size: int = 8                # pixels per side
+    num_channels: int = 1              # 1 (grey) or 3 (RGB)
+    random_flip: bool = False          # random horizontal flips of training images
+    valid_fraction: float = 0.15       # digits / folder: held-out fraction (mnist / cifar10 use the test set)
+    split_seed: int = 0                # digits / folder: seed of the train / validation split
+    download: bool = True              # mnist / cifar10: let torchvision download when absent
+    max_examples: Optional[int] = None  # use only the first N training images
+
+
+@dataclass
+class UNetConfig:
+    model_channels: int = 64           # width of the first level
+    channel_mult: List[int] = field(default_factory=lambda: [1, 2, 2])  # width multipliers per level
+    num_res_blocks: int = 2            # residual blocks per level
+    attention_levels: List[int] = field(default_factory=lambda: [1])   # levels (0 = full res) with attention
+    dropout: float = 0.1
+    num_heads: int = 4
+
+
+@dataclass
+class FNOConfig:
+    width: int = 32
+    n_layers: int = 4
+    n_modes: int = 8                   # Fourier modes per axis (a fixed count)
+    embedding_dim: int = 128
+
+
+@dataclass
+class UNOConfig:
+    width: int = 16
+    channel_multipliers: List[int] = field(default_factory=lambda: [1, 2, 2])
+    n_modes: int = 8
+    embedding_dim: int = 128
+
+
+@dataclass
+class ModelConfig:
+    forward: str = "heat"              # the forward process: a key of processes.linear.FUNCTION_MAP
+    K: int = 20                        # number of levels (level 0 = data, K = most degraded)
+    blur_sigma_min: float = 0.5        # heat: blur of level 1 (pixels)
+    blur_sigma_max: float = 8.0        # heat: blur of level K (pixels)
+    map_seed: int = 0                  # seed of the random maps (fixed_random, random_product)
+    sigma: float = 0.01                # training noise std: q(u_k | u_0) = N(T(k) u_0, sigma^2)
+    delta: float = 0.0125              # sampling noise std delta (also the ELBO's p(u_{k-1} | u_k) std)
+    prior: str = "auto"                # full | dct_diag | auto (full when C H W <= 4096)
+    prior_fit_max: int = 20000         # training images used to fit the prior
+    net: str = "unet"                  # unet | fno | uno
+    residual: bool = True              # mu(x, k) = x + F(x, k)
+    ema_rate: float = 0.999
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    fno: FNOConfig = field(default_factory=FNOConfig)
+    uno: UNOConfig = field(default_factory=UNOConfig)
+
+
+@dataclass
+class TrainingConfig:
+    batch_size: int = 64
+    n_iters: int = 2000                # optimisation steps
+    log_freq: int = 50                 # steps between training-loss log lines
+    eval_freq: int = 250               # steps between validation loss / negative ELBO
+    snapshot_freq: int = 1000          # steps between numbered snapshots (checkpoints/)
+    snapshot_freq_for_preemption: int = 250  # steps between checkpoints-meta/ updates
+    sampling_freq: int = 500           # steps between sample grids (samples/)
+    n_samples: int = 36                # images per sample grid
+    n_eval: int = 256                  # validation images for the validation loss / ELBO
+    max_minutes: Optional[float] = None  # stop (with a checkpoint) after this much training time
+    device: str = "auto"               # auto | cpu | cuda | cuda:N
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup: int = 200                  # linear learning-rate warm-up steps
+    grad_clip: Optional[float] = 1.0
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 256
+
+
+@dataclass
+class LevelsConfig:
+    system: str = "levels"
+    seed: int = 0                      # seeds the training order and noise (torch.Generator)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+IDENTITY_SECTIONS = ("seed", "data", "model", "optim")   # what must match to resume a work folder
+
+
+def load_config(path, overrides=()):
+    """Schema <- YAML file <- `key=value` overrides; validated. Returns an OmegaConf DictConfig."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    schema = OmegaConf.structured(LevelsConfig)
+    try:
+        cfg = OmegaConf.merge(schema, OmegaConf.load(path)) if path is not None else schema
+        dotlist = []
+        for item in overrides:
+            if "=" not in item:
+                raise UserError(f"override '{item}' is not of the form key=value")
+            dotlist.append(item[len("config."):] if item.startswith("config.") else item)
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
+    except OmegaConfBaseException as err:
+        msg = str(err).strip().splitlines()[0]
+        key = getattr(err, "full_key", None)
+        raise UserError(f"{path or 'config'}: {msg}" + (f" (key: {key})" if key and key not in msg else "")) from None
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err}") from None
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg) -> None:
+    from .data.images import DATASETS
+    from .processes.linear import FUNCTION_MAP
+
+    def need(ok, message):
+        if not ok:
+            raise UserError(message)
+
+    need(cfg.system == "levels", f"system must be 'levels', got '{cfg.system}'")
+    need(cfg.data.dataset in DATASETS, f"data.dataset must be one of {', '.join(DATASETS)}; got '{cfg.data.dataset}'")
+    need(cfg.model.forward in FUNCTION_MAP, f"model.forward must be one of {', '.join(sorted(FUNCTION_MAP))}; "
+                                            f"got '{cfg.model.forward}'")
+    need(cfg.model.net in ("unet", "fno", "uno"), f"model.net must be unet, fno or uno; got '{cfg.model.net}'")
+    need(cfg.model.prior in ("auto", "full", "dct_diag"), f"model.prior must be auto, full or dct_diag; "
+                                                         f"got '{cfg.model.prior}'")
+    need(cfg.model.K >= 1, f"model.K must be >= 1, got {cfg.model.K}")
+    need(cfg.model.sigma > 0 and cfg.model.delta > 0, "model.sigma and model.delta must be positive")
+    need(0 < cfg.model.blur_sigma_min <= cfg.model.blur_sigma_max,
+         "need 0 < model.blur_sigma_min <= model.blur_sigma_max")
+    need(0 <= cfg.model.ema_rate < 1, f"model.ema_rate must be in [0, 1), got {cfg.model.ema_rate}")
+    need(cfg.data.image_size >= 2 and cfg.data.num_channels >= 1, "data.image_size / num_channels too small")
+    for key in ("batch_size", "n_iters", "log_freq", "eval_freq", "snapshot_freq", "snapshot_freq_for_preemption",
+                "sampling_freq", "n_samples", "n_eval"):
+        need(cfg.training[key] >= 1, f"training.{key} must be >= 1, got {cfg.training[key]}")
+    need(cfg.optim.lr > 0, f"optim.lr must be positive, got {cfg.optim.lr}")
+    need(cfg.eval.batch_size >= 1, "eval.batch_size must be >= 1")
+
+
+def to_dict(cfg) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def from_dict(values: dict):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(OmegaConf.structured(LevelsConfig), OmegaConf.create(values))
+
+
+# ============================================================================ building the parts
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def build_map(cfg, shape):
+    from .processes.linear import build_map as build
+
+    try:
+        return build(cfg.model.forward, shape, cfg.model.K, seed=cfg.model.map_seed,
+                     blur_sigma_min=cfg.model.blur_sigma_min, blur_sigma_max=cfg.model.blur_sigma_max)
+    except ValueError as err:
+        raise UserError(f"model.forward={cfg.model.forward}: {err}") from None
+
+
+def net_description(cfg, channels: int) -> dict:
+    """{'kind', 'config'}: enough to rebuild the network (stored in checkpoints)."""
+    m = cfg.model
+    if m.net == "unet":
+        conf = dict(in_channels=channels, out_channels=channels, model_channels=m.unet.model_channels,
+                    channel_mult=list(m.unet.channel_mult), num_res_blocks=m.unet.num_res_blocks,
+                    attention_levels=list(m.unet.attention_levels), dropout=m.unet.dropout,
+                    num_heads=m.unet.num_heads)
+    elif m.net == "fno":
+        conf = dict(in_channels=channels, out_channels=channels, width=m.fno.width, n_layers=m.fno.n_layers,
+                    n_modes=m.fno.n_modes, embedding_dim=m.fno.embedding_dim)
+    else:
+        conf = dict(in_channels=channels, out_channels=channels, width=m.uno.width,
+                    channel_multipliers=list(m.uno.channel_multipliers), n_modes=m.uno.n_modes,
+                    embedding_dim=m.uno.embedding_dim)
+    return {"kind": m.net, "config": conf}
+
+
+def build_net(description: dict) -> torch.nn.Module:
+    kind, conf = description["kind"], dict(description["config"])
+    try:
+        if kind == "unet":
+            from .nets.unet import UNet
+            return UNet(**conf)
+        from .nets.neuralop_nets import ConditionedFNO, ConditionedUNO
+        return (ConditionedFNO if kind == "fno" else ConditionedUNO)(**conf)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"cannot build the {kind} network: {err}") from None
+
+
+def prior_kind(cfg, shape) -> str:
+    if cfg.model.prior != "auto":
+        return cfg.model.prior
+    return "full" if math.prod(shape) <= 4096 else "dct_diag"
+
+
+def fit_prior(cfg, fmap, train: torch.Tensor, device):
+    from .levels import GaussianPrior
+
+    u = train[:cfg.model.prior_fit_max]
+    top = torch.cat([fmap.apply(u[i:i + 1024].to(device), fmap.K).cpu() for i in range(0, len(u), 1024)])
+    return GaussianPrior.fit(top, cfg.model.sigma, prior_kind(cfg, train.shape[1:]))
+
+
+def load_data(cfg):
+    from .data.images import load_images
+
+    d = cfg.data
+    return load_images(d.dataset, d.root, d.image_size, d.num_channels, d.valid_fraction, d.split_seed,
+                       d.download, d.max_examples)
+
+
+# ============================================================================ training
+
+class Run:
+    """Everything a training run holds; `state()` / `load_state()` are the checkpoint."""
+
+    def __init__(self, cfg, data, device):
+        from .levels import LevelModel
+
+        self.cfg, self.data, self.device = cfg, data, device
+        shape = tuple(data.train.shape[1:])
+        self.fmap = build_map(cfg, shape)
+        self.net_desc = net_description(cfg, shape[0])
+        self.model = LevelModel(build_net(self.net_desc), cfg.model.residual).to(device)
+        self.ema = EMA(self.model, cfg.model.ema_rate)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
+                                           weight_decay=cfg.optim.weight_decay)
+        self.prior = fit_prior(cfg, self.fmap, data.train, device)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self.order = torch.randperm(len(data.train), generator=self.generator)
+        self.pos = 0
+
+    def state(self) -> dict:
+        return {
+            "format_version": checkpoint.FORMAT_VERSION, "kind": RUN_KIND, "config": to_dict(self.cfg),
+            "net": self.net_desc, "map": self.fmap.describe(), "prior": self.prior.state_dict(),
+            "data_levels": self.data.levels, "data_shape": list(self.data.train.shape[1:]),
+            "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "step": self.step, "generator": self.generator.get_state(), "order": self.order, "pos": self.pos,
+            "rng": checkpoint.rng_state(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        from .levels import GaussianPrior
+
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.prior = GaussianPrior.from_state(state["prior"])
+        self.step, self.pos, self.order = int(state["step"]), int(state["pos"]), state["order"]
+        self.generator.set_state(state["generator"])
+        checkpoint.set_rng_state(state["rng"])
+
+    def next_batch(self) -> torch.Tensor:
+        b = self.cfg.training.batch_size
+        if self.pos + b > len(self.order):          # a new seeded permutation each epoch
+            self.order = torch.randperm(len(self.data.train), generator=self.generator)
+            self.pos = 0
+        idx = self.order[self.pos:self.pos + b]
+        self.pos += b
+        u = self.data.train[idx]
+        if self.cfg.data.random_flip:
+            from .data.images import random_hflip
+            u = random_hflip(u, self.generator)
+        return u.to(self.device)
+
+    def train_step(self) -> float:
+        from .levels import training_loss
+
+        o = self.cfg.optim
+        for group in self.optimizer.param_groups:   # linear warm-up
+            group["lr"] = o.lr * min(1.0, (self.step + 1) / max(1, o.warmup))
+        self.model.train()
+        loss = training_loss(self.model, self.fmap, self.next_batch(), self.cfg.model.sigma, self.generator)
+        if not torch.isfinite(loss):
+            raise UserError(f"loss became {loss.item()} at step {self.step}; the last good checkpoint is kept")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if o.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.model)
+        self.step += 1
+        return loss.item()
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Validation loss (raw and EMA weights) and negative ELBO (EMA) on fixed images and noise."""
+        from .levels import elbo_summary, negative_elbo_terms, training_loss
+
+        t, m = self.cfg.training, self.cfg.model
+        valid = self.data.valid[:t.n_eval].to(self.device)
+        out = {}
+        for name, net in (("val_loss", self.model), ("val_loss_ema", self.ema.shadow)):
+            net.eval()
+            g = torch.Generator().manual_seed(self.cfg.seed + 1)
+            losses = [training_loss(net, self.fmap, valid[i:i + t.batch_size], m.sigma, g).item()
+                      * len(valid[i:i + t.batch_size]) for i in range(0, len(valid), t.batch_size)]
+            out[name] = sum(losses) / len(valid)
+        g = torch.Generator().manual_seed(self.cfg.seed + 2)
+        terms = torch.cat([negative_elbo_terms(self.ema.shadow, self.fmap, self.prior, valid[i:i + t.batch_size],
+                                               m.sigma, m.delta, self.data.levels, g)
+                           for i in range(0, len(valid), t.batch_size)])
+        out["val_bpd"] = elbo_summary(terms, valid[0].numel())["bpd"]
+        return out
+
+    @torch.no_grad()
+    def samples(self, n: int, seed: int) -> torch.Tensor:
+        from .levels import initial_and_noise, sample_levels
+
+        u_K, noise = initial_and_noise("random", self.prior, self.fmap.K, [seed + i for i in range(n)])
+        self.ema.shadow.eval()
+        u0, _ = sample_levels(self.ema.shadow, u_K, noise, self.cfg.model.delta, self.fmap.K, device=self.device)
+        return u0
+
+
+def parse_train_args(argv):
+    p = argparse.ArgumentParser(prog="train.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="YAML experiment file (configs/<dataset>/*.yaml)")
+    p.add_argument("--workdir", required=True, help="work folder (checkpoints, samples, logs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. training.n_iters=100")
+    # Overrides may come before, between or after the flags.
+    args, rest = p.parse_known_args(argv)
+    bad = [a for a in rest if a.startswith("-") or "=" not in a]
+    if bad:
+        p.error(f"unrecognized arguments: {' '.join(bad)}")
+    args.overrides = list(args.overrides) + rest
+    return args
+
+
+def _check_workdir(workdir: Path, cfg) -> Optional[Path]:
+    """The checkpoint to resume from, or None; refuses a folder holding a different experiment."""
+    meta = workdir / "checkpoints-meta" / "checkpoint.pth"
+    saved = workdir / "config.yaml"
+    if not meta.exists():
+        return None
+    if saved.exists():
+        from omegaconf import OmegaConf
+        old, new = to_dict(from_dict(OmegaConf.to_container(OmegaConf.load(saved)))), to_dict(cfg)
+        diff = [k for k in IDENTITY_SECTIONS if old.get(k) != new.get(k)]
+        if diff:
+            keys = []
+            for sec in diff:
+                if isinstance(new[sec], dict):
+                    keys += [f"{sec}.{k}" for k in new[sec] if old[sec].get(k) != new[sec][k]]
+                else:
+                    keys.append(sec)
+            raise UserError(f"{workdir} already holds a run with a different config (differs in: "
+                            f"{', '.join(keys)}); choose another --workdir")
+    return meta
+
+
+def _log(workdir: Path, row: dict) -> None:
+    with open(workdir / "training_log.jsonl", "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def _trim_log(workdir: Path, step: int) -> None:
+    path = workdir / "training_log.jsonl"
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:                         # a line torn by a crash mid-write is dropped
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and row.get("step", 0) <= step:
+            kept.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def train_main(argv) -> int:
+    from omegaconf import OmegaConf
+    from tqdm.auto import tqdm
+
+    from .plotting_images import save_grid
+
+    args = parse_train_args(list(argv))
+    cfg = load_config(args.config, args.overrides)
+    workdir = Path(args.workdir)
+    resume_from = _check_workdir(workdir, cfg)
+    device = resolve_device(cfg.training.device)
+    torch.manual_seed(cfg.seed)
+    data = load_data(cfg)
+    run = Run(cfg, data, device)
+    if resume_from is not None:
+        state = checkpoint.load(resume_from, map_location=device)
+        if state.get("kind") != RUN_KIND:
+            raise UserError(f"{resume_from} is not a checkpoint of a heat / linear-transform run")
+        run.load_state(state)
+        print(f"resuming {workdir} at step {run.step}", file=sys.stderr)
+    for sub in ("checkpoints-meta", "checkpoints", "samples"):
+        (workdir / sub).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(workdir / "config.yaml", OmegaConf.to_yaml(cfg))
+    _trim_log(workdir, run.step)
+    t = cfg.training
+
+    stop = {"signal": False}
+    old_handlers = {s: signal.signal(s, lambda *_: stop.update(signal=True)) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    meta_path = workdir / "checkpoints-meta" / "checkpoint.pth"
+    began, running = time.time(), []
+    if run.step == 0:
+        row = {"step": 0, **run.evaluate()}
+        _log(workdir, row)
+    try:
+        bar = tqdm(total=t.n_iters, initial=run.step, desc="steps", disable=args.quiet or not sys.stderr.isatty())
+        while run.step < t.n_iters:
+            running.append(run.train_step())
+            bar.update(1)
+            step = run.step
+            if step % t.log_freq == 0:
+                _log(workdir, {"step": step, "loss": sum(running) / len(running),
+                               "lr": run.optimizer.param_groups[0]["lr"], "time": round(time.time() - began, 2)})
+                bar.set_postfix(loss=f"{sum(running) / len(running):.4g}")
+                running = []
+            if step % t.eval_freq == 0 or step == t.n_iters:
+                _log(workdir, {"step": step, **run.evaluate()})
+            if step % t.sampling_freq == 0 or step == t.n_iters:
+                save_grid(run.samples(t.n_samples, 10_000), workdir / "samples" / f"iter_{step:06d}.png")
+            if step % t.snapshot_freq == 0:
+                checkpoint.atomic_save(run.state(), workdir / "checkpoints" / f"checkpoint_{step // t.snapshot_freq}.pth")
+            if step % t.snapshot_freq_for_preemption == 0 or step == t.n_iters:
+                checkpoint.atomic_save(run.state(), meta_path)
+            if stop["signal"]:
+                checkpoint.atomic_save(run.state(), meta_path)
+                print(f"train.py: stopped by signal at step {step}; run the same command to resume", file=sys.stderr)
+                return PREEMPTED_EXIT
+            if t.max_minutes is not None and time.time() - began > 60 * t.max_minutes:
+                checkpoint.atomic_save(run.state(), meta_path)
+                _log(workdir, {"step": step, **run.evaluate()})
+                print(f"stopping at step {step}: training.max_minutes={t.max_minutes} reached", file=sys.stderr)
+                break
+        bar.close()
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    print(f"done: {workdir} (step {run.step})")
+    return 0
+
+
+# ============================================================================ loading a trained run
+
+@dataclass
+class LoadedRun:
+    cfg: Any
+    state: dict
+    model: torch.nn.Module          # EMA weights unless asked otherwise
+    fmap: Any
+    prior: Any
+    levels: int
+    step: int
+    device: torch.device
+
+
+def checkpoint_path(workdir: Path, number: int) -> Path:
+    """0 = the latest (checkpoints-meta), N = snapshot N (checkpoints/checkpoint_N.pth)."""
+    if number < 0:
+        raise UserError(f"--checkpoint must be >= 0, got {number}")
+    path = (workdir / "checkpoints-meta" / "checkpoint.pth" if number == 0
+            else workdir / "checkpoints" / f"checkpoint_{number}.pth")
+    if not path.exists():
+        have = sorted(p.name for p in (workdir / "checkpoints").glob("checkpoint_*.pth"))
+        raise UserError(f"checkpoint {path} not found" + (f" (snapshots: {', '.join(have)})" if have else ""))
+    return path
+
+
+def load_run(workdir, number: int = 0, device: str = "auto", use_ema: bool = True, config_path=None) -> LoadedRun:
+    from .levels import GaussianPrior, LevelModel
+
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise UserError(f"work folder not found: {workdir}")
+    dev = resolve_device(device)
+    state = checkpoint.load(checkpoint_path(workdir, number), map_location=dev)
+    if state.get("kind") != RUN_KIND:
+        raise UserError(f"{workdir}: not a heat / linear-transform checkpoint")
+    cfg = from_dict(state["config"])
+    if config_path is not None:
+        given = load_config(config_path)
+        for key in ("forward", "K"):
+            if given.model[key] != cfg.model[key]:
+                print(f"warning: {config_path} has model.{key}={given.model[key]}, the checkpoint "
+                      f"{cfg.model[key]}; the checkpoint's config is used", file=sys.stderr)
+    shape = tuple(state["data_shape"])
+    model = LevelModel(build_net(state["net"]), cfg.model.residual).to(dev)
+    if use_ema:
+        model.load_state_dict(state["ema"]["shadow"])
+    else:
+        model.load_state_dict(state["model"])
+    model.eval()
+    return LoadedRun(cfg, state, model, build_map(cfg, shape), GaussianPrior.from_state(state["prior"]),
+                     int(state["data_levels"]), int(state["step"]), dev)
+
+
+# ============================================================================ evaluation (eval.py --mode elbo|fid)
+
+EVAL_HELP = """Evaluate a heat / linear-transform run (negative ELBO or FID).
+
+  python eval.py --mode=elbo --config C.yaml --workdir runs/mnist/default --checkpoint 0 \\
+      --experiment_name experiment1 --param_name default --delta 0.0125
+  python eval.py --mode=fid --workdir runs/cifar10/default --fid_weights inception-2015-12-05.pt \\
+      --experiment_name experiment1 --param_name delta0.013 --delta 0.013 --num_gen 50000
+
+Results are added, keyed by --param_name, to
+<results_root>/<dataset_name>/evaluation_results/<experiment_name>/{elbo,fid}_results.json
+(results_root defaults to runs) and a line to {elbo,fid}.log next to it.
+"""
+
+
+def parse_eval_args(argv):
+    p = argparse.ArgumentParser(prog="eval.py", description=EVAL_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", required=True, choices=("elbo", "fid"),
+                   help="elbo: negative ELBO with its per-level breakdown (nats and bits/dim); "
+                        "fid: Frechet distance between Inception features of generated and real images")
+    p.add_argument("--config", default=None,
+                   help="the run's YAML file (optional: the checkpoint holds the config; used to cross-check)")
+    p.add_argument("--workdir", required=True, help="the run's work folder")
+    p.add_argument("--checkpoint", type=int, default=0, help="0 = latest (checkpoints-meta), N = snapshot N")
+    p.add_argument("--dataset_name", default=None, help="folder name under results_root (default: data.dataset)")
+    p.add_argument("--experiment_name", default="default", help="upper-level name for a suite of evaluations")
+    p.add_argument("--param_name", default="default", help="key of this value within the experiment, e.g. delta0.013")
+    p.add_argument("--results_root", default="runs", help="root of the evaluation results (default: runs)")
+    p.add_argument("--delta", type=float, default=None, help="sampling / ELBO noise std (default: model.delta)")
+    p.add_argument("--dataset_split", default="valid", choices=("train", "valid"),
+                   help="real images: the training or validation (test) split (default valid)")
+    p.add_argument("--batch_size", type=int, default=None, help="batch size (default: eval.batch_size)")
+    p.add_argument("--n_images", type=int, default=None, help="elbo: evaluate only the first N images (default all)")
+    p.add_argument("--num_gen", type=int, default=10000, help="fid: number of generated images (default 10000)")
+    p.add_argument("--fid_weights", default=None,
+                   help="fid: local Inception feature extractor, a TorchScript file mapping (B, 3, 299, 299) "
+                        "images in [0, 255] to features (e.g. clean-fid's inception-2015-12-05.pt); it cannot "
+                        "be downloaded here, so fid mode requires it")
+    p.add_argument("--seed", type=int, default=0, help="seed of the ELBO noise / generated samples")
+    p.add_argument("--no_ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    return p.parse_args(argv)
+
+
+def _write_result(out_dir: Path, mode: str, param_name: str, result: dict) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{mode}_results.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    table[param_name] = result
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(table, indent=2) + "\n")
+    os.replace(tmp, path)
+    summary = {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
+    with open(out_dir / f"{mode}.log", "a") as fh:
+        fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {param_name}: {json.dumps(summary)}\n")
+    return path
+
+
+@torch.no_grad()
+def elbo_of(run: LoadedRun, images: torch.Tensor, delta: float, batch_size: int, seed: int) -> dict:
+    from .levels import elbo_summary, negative_elbo_terms
+
+    g = torch.Generator().manual_seed(seed)
+    terms = torch.cat([negative_elbo_terms(run.model, run.fmap, run.prior, images[i:i + batch_size].to(run.device),
+                                           run.cfg.model.sigma, delta, run.levels, g)
+                       for i in range(0, len(images), batch_size)])
+    return elbo_summary(terms, images[0].numel())
+
+
+@torch.no_grad()
+def generate(run: LoadedRun, n: int, delta: float, batch_size: int, seed: int) -> torch.Tensor:
+    from .levels import initial_and_noise, sample_levels
+
+    out = []
+    for i in range(0, n, batch_size):
+        seeds = [seed + j for j in range(i, min(n, i + batch_size))]
+        u_K, noise = initial_and_noise("random", run.prior, run.fmap.K, seeds)
+        out.append(sample_levels(run.model, u_K, noise, delta, run.fmap.K, device=run.device)[0])
+    return torch.cat(out)
+
+
+def eval_main(argv) -> int:
+    args = parse_eval_args(list(argv))
+    if args.mode == "fid" and not args.fid_weights:
+        raise UserError("--mode=fid needs --fid_weights FILE: a local Inception feature extractor (TorchScript, "
+                        "e.g. clean-fid's inception-2015-12-05.pt); Inception weights cannot be downloaded here")
+    run = load_run(args.workdir, args.checkpoint, args.device, use_ema=not args.no_ema, config_path=args.config)
+    data = load_data(run.cfg)
+    real = data.valid if args.dataset_split == "valid" else data.train
+    delta = run.cfg.model.delta if args.delta is None else args.delta
+    if delta <= 0:
+        raise UserError(f"--delta must be positive, got {delta}")
+    batch = args.batch_size or run.cfg.eval.batch_size
+    common = {"workdir": str(args.workdir), "checkpoint": args.checkpoint, "step": run.step,
+              "forward": run.cfg.model.forward, "delta": delta, "split": args.dataset_split, "ema": not args.no_ema}
+    if args.mode == "elbo":
+        images = real[:args.n_images] if args.n_images else real
+        result = {**common, **elbo_of(run, images, delta, batch, args.seed)}
+        print(f"negative ELBO {result['neg_elbo_nats']:.3f} nats = {result['bpd']:.4f} bits/dim "
+              f"over {result['n_images']} images")
+        per = result["per_level_bpd"]
+        print(f"  per level (bits/dim): L_0 {per[0]:.4f}, L_1..L_{len(per) - 2} {sum(per[1:-1]):.4f} "
+              f"(largest L_{1 + max(range(len(per) - 2), key=lambda i: per[1 + i]) if len(per) > 2 else 0}), "
+              f"prior L_{len(per) - 1} {per[-1]:.4f}")
+    else:
+        from . import fid
+
+        extractor = fid.load_extractor(args.fid_weights, run.device)
+        fake = generate(run, args.num_gen, delta, batch, args.seed)
+        value = fid.fid_from_images(extractor, fake, real, batch, run.device)
+        result = {**common, "fid": value, "num_gen": args.num_gen, "num_real": len(real),
+                  "fid_weights": str(args.fid_weights)}
+        print(f"FID {value:.4f} ({args.num_gen} generated vs {len(real)} real images)")
+    out_dir = Path(args.results_root) / (args.dataset_name or run.cfg.data.dataset) / "evaluation_results" \
+        / args.experiment_name
+    print(f"wrote {_write_result(out_dir, args.mode, args.param_name, result)}")
+    return 0

@@ -1,0 +1,58 @@
+"""Image data (model_code/data/images.py): digits offline, split, quantisation, clear errors."""
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from model_code.data import images
+from model_code.errors import UserError
+
+
+def test_digits_are_real_offline_and_on_their_grid():
+    data = images.load_images("digits", "unused", 8, 1, valid_fraction=0.15, split_seed=0)
+    assert data.levels == 17
+    assert len(data.train) + len(data.valid) == 1797 and len(data.valid) == 270
+    assert data.train.shape[1:] == (1, 8, 8)
+    allu = torch.cat([data.train, data.valid])
+    assert allu.min() == 0 and allu.max() == 1
+    assert torch.equal(allu * 16, torch.round(allu * 16))       # values k / 16
+    again = images.load_images("digits", "unused", 8, 1, valid_fraction=0.15, split_seed=0)
+    assert torch.equal(again.valid, data.valid)
+    other = images.load_images("digits", "unused", 8, 1, valid_fraction=0.15, split_seed=1)
+    assert not torch.equal(other.valid, data.valid)
+    with pytest.raises(UserError, match="image_size"):
+        images.load_images("digits", "unused", 16, 1)
+
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        sub = tmp_path / ("cats" if i % 2 else "dogs")
+        sub.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(sub / f"{i}.png")
+    data = images.load_images("folder", tmp_path, 8, 3, valid_fraction=0.2)
+    assert data.train.shape == (8, 3, 8, 8) and data.valid.shape == (2, 3, 8, 8) and data.levels == 256
+    assert torch.equal(data.train * 255, torch.round(data.train * 255))
+    with pytest.raises(UserError, match="not found"):
+        images.load_images("folder", tmp_path / "missing", 8, 3)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no images"):
+        images.load_images("folder", tmp_path / "empty", 8, 3)
+
+
+def test_torchvision_missing_or_broken_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchvision", None)       # import fails like a missing package
+    with pytest.raises(UserError, match="torchvision"):
+        images.load_images("mnist", "data", 28, 1)
+
+
+def test_quantise_and_flip():
+    u = torch.tensor([0.0, 0.26, 0.5, 0.74, 1.2, -0.1])
+    assert torch.equal(images.quantise(u, 5), torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0, 0.0]))
+    x = torch.arange(16.0).view(4, 1, 2, 2)
+    y = images.random_hflip(x, torch.Generator().manual_seed(0))
+    for a, b in zip(x, y):
+        assert torch.equal(a, b) or torch.equal(a.flip(-1), b)
