@@ -403,10 +403,20 @@ def trained_part(a, out: Path, suffix: str):
         return execute("annealed_langevin", f"L={L} T={T} eps={eps:g}", sigmas,
                        {**run_opts, "T": T, "epsilon": eps}, force)
 
-    # 1. Langevin on the run's levels, T = 1, every epsilon (the first one always runs)
-    first = [langevin(L0, run_sigmas, t_list[0], eps, force=(i == 0)) for i, eps in enumerate(eps_list)]
+    # 1. Langevin on the run's levels, T = 1, every epsilon (always run: Langevin's best
+    # shot is the reference, so the time budget only limits the other samplers)
+    first = [langevin(L0, run_sigmas, t_list[0], eps, force=True) for eps in eps_list]
     ranked = [r["options"]["epsilon"] for r in sorted((r for r in first if r), key=lambda r: r["w_total"])]
     ranked += [e for e in eps_list if e not in ranked]
+    # 1b. more steps per level for the two best epsilons, and one more T while it keeps helping
+    top = ranked[:2] if not a.quick else ranked[:1]
+    by_t = {t_list[0]: min(r["w_total"] for r in first if r)}
+    for T in t_list[1:]:
+        by_t[T] = min(langevin(L0, run_sigmas, T, eps, force=True)["w_total"] for eps in top)
+    T = t_list[-1]
+    while not a.quick and by_t[T] < by_t[T - 1] and T < 6:
+        T += 1
+        by_t[T] = langevin(L0, run_sigmas, T, top[0], force=True)["w_total"]
     # 2. the other samplers at small step counts
     for steps in ((3, 5, 10) if a.quick else (3, 5, 10, 20)):
         for name in others:
@@ -422,9 +432,9 @@ def trained_part(a, out: Path, suffix: str):
                     _, _, opts = build.sampler_setup(args, name, steps)
                     execute(name, f"n={steps} sigma_min={smin:g}", edm_sigmas(args.sigma_1, smin, steps, args.rho),
                             opts)
-    # 3. Langevin with more steps per level, most promising epsilon first
+    # 3. Langevin with more steps per level for the remaining epsilons (budget permitting)
     for T in t_list[1:]:
-        for eps in ranked:
+        for eps in ranked[len(top):]:
             langevin(L0, run_sigmas, T, eps)
     # 4. the other samplers with more steps
     if not a.quick:
