@@ -11,7 +11,8 @@ import torch
 
 from model_code import checkpoint
 from model_code.errors import UserError
-from model_code.image_runs import load_config, train_main
+from model_code.image_runs import train_main
+from model_code.levels_config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "digits" / "default_digits_configs.yaml")
