@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Train the toy experiment 'analytic_regression' locally (base_config.yaml + specific_config.yaml -> runs/toy/analytic_regression).
+# Extra arguments are key=value overrides, e.g. train.steps=500; WORKDIR=... changes the folder.
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../run_experiment.sh" "$(dirname "${BASH_SOURCE[0]}")" "$@"

@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""Analyse the two-atom toy experiments against the analytic solution.
+
+For "analytical" (the exact score, no run needed) and for every trained experiment in
+RUNS_DIR/<name>/model.pt it:
+  1. draws samples with the reverse SDE (or probability-flow ODE) and plots them;
+  2. measures the mode balance (fraction nearest to mu = (0.25, 0.75); exact: 1/2) and
+     its binomial standard error;
+  3. tests the distance to the nearest mode against the Rayleigh law of the final
+     noise level (scale sqrt(sigma_d^2 + sigma_min^2) after the SDE, sigma_d after the ODE's
+     final denoising step): KS distance and p-value, the width ratio sqrt(E r^2 / 2) / scale
+     (1 when exact), plus a histogram;
+  4. computes the p_t-weighted score error E_{x~p_t} sigma^2 |s - s*|^2 (and the relative
+     error E|s - s*|^2 / E|s*|^2 at t = 0 and, summed over the t grid, sum_t E sigma^2|s - s*|^2 /
+     sum_t E sigma^2|s*|^2) on a grid of t, with exact draws from p_t;
+  5. writes a GIF of the learned and analytic score fields over t.
+Results: OUT/results.json, OUT/table.org (an org table), OUT/<name>/*.png|gif, and
+OUT/score_error.png (all experiments). Every draw is seeded (--seed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+EXPERIMENTS = ["none", "analytic_regression", "fokker_planck", "consistency", "consistency_analytic"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs-dir", default=str(ROOT / "runs" / "toy"),
+                   help="folder holding one run folder per experiment (default: runs/toy)")
+    p.add_argument("--experiments", nargs="+", default=["analytical", *EXPERIMENTS],
+                   help="names to analyse; 'analytical' uses the exact score, any other name the run "
+                        "RUNS_DIR/NAME (default: analytical and the five experiments)")
+    p.add_argument("--base-config", default=str(ROOT / "configs" / "toy" / "base_config.yaml"),
+                   help="config giving data and process parameters for 'analytical' (default: configs/toy/base_config.yaml)")
+    p.add_argument("--out", default=str(ROOT / "runs" / "toy" / "analysis"),
+                   help="output folder for figures, results.json and table.org (default: runs/toy/analysis)")
+    p.add_argument("--n-samples", type=int, default=5000, help="samples drawn per experiment (default 5000)")
+    p.add_argument("--sampler", default="euler_maruyama", choices=["euler_maruyama", "heun_ode", "euler_ode"],
+                   help="reverse-time sampler: the reverse SDE or the probability-flow ODE (default euler_maruyama)")
+    p.add_argument("--n-steps", type=int, default=500, help="sampler steps on the sigma(t) grid (default 500)")
+    p.add_argument("--n-times", type=int, default=21, help="t values in [0, 1] for the score error (default 21)")
+    p.add_argument("--n-error", type=int, default=4000, help="draws from p_t per t for the score error (default 4000)")
+    p.add_argument("--gif-frames", type=int, default=16, help="frames of the score-field GIF (default 16; 0: no GIF)")
+    p.add_argument("--grid", type=int, default=17, help="grid points per axis of the score-field plots (default 17)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    return p.parse_args(argv)
+
+
+def analyse_one(name, args, out: Path, base_cfg):
+    import numpy as np
+    import torch
+    from scipy import stats
+
+    from model_code import plotting_toy, toy_runs
+    from model_code.data.toy import mode_balance, nearest_mode
+    from model_code.processes.wrapped_ve import generate
+    from model_code.toy_score import score_error
+
+    if name == "analytical":
+        cfg = base_cfg
+        data, process, analytic, _ = toy_runs.build_parts(cfg)
+        model = analytic
+    else:
+        run = Path(args.runs_dir) / name
+        if not (run / "model.pt").is_file():
+            raise FileNotFoundError(f"{run}/model.pt")
+        net, cfg = toy_runs.load_model(run, use_ema=not args.no_ema)
+        data, process, analytic, _ = toy_runs.build_parts(cfg)
+        model = net
+    sched = process.schedule
+    modes = data.modes()
+    n_atoms = data.n_atoms
+    t0 = time.time()
+    gen = torch.Generator().manual_seed(args.seed)
+    x = generate(model, process, args.n_samples, n_atoms, gen, sampler=args.sampler, n_steps=args.n_steps, data=data)
+    balance, balance_se = mode_balance(x, modes)
+    _, r = nearest_mode(x, modes)
+    final_sigma = sched.sigma_min if args.sampler == "euler_maruyama" else 0.0
+    scale = math.sqrt(data.sigma_d ** 2 + final_sigma ** 2)
+    ks = stats.kstest(r.numpy(), "rayleigh", args=(0.0, scale))
+    ts = np.linspace(0.0, 1.0, args.n_times)
+    gen.manual_seed(args.seed + 1)
+    errors = score_error(model, analytic, data, sched, ts, args.n_error, gen)
+    weighted = np.array([e["weighted"] for e in errors])
+    relative = np.array([e["relative"] for e in errors])
+    res = {
+        "name": name, "n_samples": args.n_samples, "sampler": args.sampler, "n_steps": args.n_steps,
+        "mode_balance": balance, "mode_balance_se": balance_se,
+        "mode_balance_z": (balance - 0.5) / (0.5 / math.sqrt(args.n_samples)) if n_atoms == 2 else None,
+        "rayleigh_scale": scale, "ks_distance": float(ks.statistic), "ks_pvalue": float(ks.pvalue),
+        # sqrt(E r^2 / 2) / scale: 1 for the exact law; > 1 means modes too wide, < 1 too narrow
+        "width_ratio": float((r.double().pow(2).mean() / 2).sqrt()) / scale,
+        "ks_critical_5pct": 1.358 / math.sqrt(args.n_samples),
+        "score_error_mean": float(weighted.mean()), "score_error_per_t": errors,
+        "relative_error_overall": float(weighted.mean() / np.mean([e["reference"] for e in errors])),
+        "relative_error_t0": float(relative[0]),
+    }
+    d = out / name
+    d.mkdir(parents=True, exist_ok=True)
+    xs, m = x.numpy(), modes.numpy()
+    if n_atoms == 2:
+        plotting_toy.sample_scatter(xs, m, d / "samples", f"{name}: balance {balance:.3f}")
+    plotting_toy.radial_histogram(r.numpy(), scale, d / "radial", f"{name}: KS D={ks.statistic:.3f}")
+    if args.gif_frames and n_atoms == 2:
+        tg = np.linspace(1.0, 0.0, args.gif_frames)
+        sig = [float(sched.sigma(torch.tensor(t, dtype=torch.float64))) for t in tg]
+        grid, exact = toy_runs.score_field_arrays(analytic, sig, args.grid)
+        fields = {"analytic": exact}
+        if name != "analytical":
+            fields = {f"learned ({name})": toy_runs.score_field_arrays(model, sig, args.grid)[1], **fields}
+        plotting_toy.score_field_gif(grid, fields, sig, tg, m, d / "score_field.gif")
+    res["seconds"] = round(time.time() - t0, 1)
+    return res
+
+
+def org_table(results) -> str:
+    lines = ["| experiment | mean_t E sigma^2 abs(s-s*)^2 | rel. error (t=0) | rel. error (all t) "
+             "| mode balance (+- s.e.) | KS distance (p) | width ratio |",
+             "|---+---+---+---+---+---+---|"]
+    for r in results:
+        lines.append(f"| {r['name']} | {r['score_error_mean']:.2e} | {r['relative_error_t0']:.2e} "
+                     f"| {r['relative_error_overall']:.2e} | {r['mode_balance']:.3f} +- {r['mode_balance_se']:.3f} "
+                     f"| {r['ks_distance']:.4f} ({r['ks_pvalue']:.2g}) | {r['width_ratio']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import numpy as np
+    import torch
+
+    from model_code import plotting_toy, toy_runs
+    from model_code.errors import UserError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.n_samples < 2 or args.n_steps < 1 or args.n_times < 2 or args.n_error < 1:
+        raise UserError("--n-samples >= 2, --n-steps >= 1, --n-times >= 2, --n-error >= 1 are required")
+    base_cfg = toy_runs.to_plain(toy_runs.load_config([args.base_config]))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, missing = [], []
+    for name in args.experiments:
+        try:
+            res = analyse_one(name, args, out, base_cfg)
+        except FileNotFoundError as err:
+            missing.append(name)
+            print(f"analyse_toy.py: skipping {name}: no checkpoint {err}", file=sys.stderr)
+            continue
+        results.append(res)
+        print(f"{name:22s} score err {res['score_error_mean']:.3e}  rel(t=0) {res['relative_error_t0']:.3e}  "
+              f"balance {res['mode_balance']:.3f}+-{res['mode_balance_se']:.3f}  "
+              f"KS {res['ks_distance']:.4f} (p={res['ks_pvalue']:.3g})  [{res['seconds']} s]", flush=True)
+    if not results:
+        raise UserError(f"nothing to analyse: no checkpoints under {args.runs_dir} for {', '.join(missing)}")
+    ts = [e["t"] for e in results[0]["score_error_per_t"]]
+    curves = {r["name"]: np.array([e["weighted"] for e in r["score_error_per_t"]])
+              for r in results if r["name"] != "analytical"}
+    if curves:
+        plotting_toy.score_error_curves(ts, curves, out / "score_error")
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "table.org").write_text(org_table(results))
+    print(org_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    from model_code.errors import run_cli
+
+    run_cli(main, "analyse_toy.py")

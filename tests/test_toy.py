@@ -1,0 +1,395 @@
+"""The two-atom toy problem: analytic score, process, network, regularizers, training entry.
+
+Numbers are checked against analytic answers: finite differences of log p, the
+Rayleigh law and the 1/2 mode balance of exact samples, the Fokker-Planck and
+consistency identities of the exact score, the uniformity of the wrapped prior.
+"""
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from scipy import stats
+
+from model_code import regularizers as reg
+from model_code import toy_runs
+from model_code.data.toy import TwoAtomData, mode_balance, nearest_mode, torus_delta, wrap
+from model_code.errors import UserError
+from model_code.nets.mlp import PermutationEquivariantMLP
+from model_code.processes.wrapped_ve import (SigmaSchedule, WrappedVE, generate, reverse_sde_step,
+                                             uniform_deviation_bound, wrapped_gaussian)
+from model_code.toy_score import AnalyticScore, score_error
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = REPO / "configs" / "toy" / "base_config.yaml"
+EXPERIMENTS = ["none", "analytic_regression", "fokker_planck", "consistency", "consistency_analytic"]
+SIGMA_D, SIGMA_MIN, SIGMA_MAX = 0.05, 0.005, 1.0
+
+torch.set_num_threads(1)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def analytic():
+    return AnalyticScore((0.25, 0.75), SIGMA_D)
+
+
+@pytest.fixture(scope="module")
+def schedule():
+    return SigmaSchedule("geometric", SIGMA_MIN, SIGMA_MAX)
+
+
+# --------------------------------------------------------------------------- analytic score
+
+@pytest.mark.parametrize("sigma", [0.005, 0.05, 0.2, 1.0])
+def test_analytic_score_matches_finite_differences_of_log_p(analytic, sigma):
+    x = torch.rand(300, 2, generator=gen(1), dtype=torch.float64)
+    s = torch.full((300,), sigma, dtype=torch.float64)
+    h = 1e-6
+    eye = torch.eye(2, dtype=torch.float64)
+    fd = torch.stack([(analytic.log_prob(x + h * eye[i], s) - analytic.log_prob(x - h * eye[i], s)) / (2 * h)
+                      for i in range(2)], dim=1)
+    score = analytic(x, s)
+    scale = score.abs().max().clamp_min(1.0)
+    assert torch.allclose(fd, score, atol=1e-6 * float(scale), rtol=1e-5)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.02, 0.3])
+def test_analytic_density_is_normalised_and_symmetric(analytic, sigma):
+    n = 300
+    g = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    x = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    p = analytic.log_prob(x, torch.full((len(x),), sigma, dtype=torch.float64)).exp()
+    assert abs(float(p.mean()) - 1.0) < 1e-6            # midpoint rule on a smooth periodic density
+    s = torch.full((len(x),), sigma, dtype=torch.float64)
+    swapped = analytic(x.flip(1), s)
+    assert torch.allclose(swapped, analytic(x, s).flip(1), atol=1e-9)   # equivariant under swapping atoms
+
+
+def test_wrapped_gaussian_is_periodic_and_matches_gaussian_when_narrow():
+    d = torch.linspace(-0.4, 0.4, 41, dtype=torch.float64)
+    log_k, score = wrapped_gaussian(d, 0.01 ** 2)
+    assert torch.allclose(score, -d / 0.01 ** 2, rtol=1e-10)
+    log_k2, score2 = wrapped_gaussian(d + 3.0, 0.3 ** 2)
+    log_k3, score3 = wrapped_gaussian(d, 0.3 ** 2)
+    assert torch.allclose(log_k2, log_k3, atol=1e-12) and torch.allclose(score2, score3, atol=1e-10)
+
+
+# --------------------------------------------------------------------------- data and prior
+
+def test_data_are_wrapped_symmetric_and_sigma_d_wide():
+    data = TwoAtomData((0.25, 0.75), SIGMA_D)
+    x = data.sample(20000, gen(2), dtype=torch.float64)
+    assert float(x.min()) >= 0 and float(x.max()) < 1
+    f, se = mode_balance(x, data.modes())
+    assert abs(f - 0.5) < 4 * se
+    idx, _ = nearest_mode(x, data.modes())
+    d = torus_delta(x, data.modes()[idx])
+    assert abs(float(d.std()) - SIGMA_D) < 0.002
+    fresh = data.sample(5, gen(3))
+    assert not torch.equal(fresh, data.sample(5, gen(4)))
+
+
+def test_wrapped_prior_is_uniform_within_1e3(analytic):
+    dev_bound = uniform_deviation_bound(math.sqrt(SIGMA_D ** 2 + SIGMA_MAX ** 2), 2)
+    assert dev_bound < 1e-3
+    n = 120
+    g = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    x = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    for sigma in (SIGMA_MAX, 0.3):          # the bound holds where it is loose too
+        p = analytic.log_prob(x, torch.full((len(x),), sigma, dtype=torch.float64)).exp()
+        bound = uniform_deviation_bound(math.sqrt(SIGMA_D ** 2 + sigma ** 2), 2)
+        assert float((p - 1).abs().max()) <= bound
+    p1 = analytic.log_prob(x, torch.full((len(x),), SIGMA_MAX, dtype=torch.float64)).exp()
+    assert float((p1 - 1).abs().max()) < 1e-3
+    # the published sigma_max = 0.2 is far from uniform (first Fourier coefficient ~0.45)
+    assert uniform_deviation_bound(math.sqrt(SIGMA_D ** 2 + 0.2 ** 2), 2) > 0.5
+
+
+def test_exact_prior_is_data_plus_wrapped_noise():
+    data = TwoAtomData((0.25, 0.75), SIGMA_D)
+    proc = WrappedVE(SigmaSchedule("geometric", SIGMA_MIN, 0.2), prior="exact")
+    x = proc.sample_prior(20000, 2, gen(5), data=data)
+    # x2 - x1 = +-1/2 + N(0, 2v), v = sigma_d^2 + 0.2^2: E cos(2 pi (x2 - x1)) = -exp(-4 pi^2 v)
+    v = SIGMA_D ** 2 + 0.2 ** 2
+    m = float(torch.cos(2 * math.pi * (x[:, 1] - x[:, 0])).mean())
+    assert abs(m + math.exp(-4 * math.pi ** 2 * v)) < 0.02
+    # a uniform prior would give 0: the test tells the two apart
+    u = WrappedVE(SigmaSchedule("geometric", SIGMA_MIN, 0.2), prior="uniform").sample_prior(20000, 2, gen(6))
+    assert abs(float(torch.cos(2 * math.pi * (u[:, 1] - u[:, 0])).mean())) < 0.03
+
+
+# --------------------------------------------------------------------------- sampling with the analytic score
+
+def test_analytic_samples_balance_and_rayleigh(analytic):
+    data = TwoAtomData((0.25, 0.75), SIGMA_D)
+    proc = WrappedVE(SigmaSchedule("geometric", SIGMA_MIN, SIGMA_MAX), prior="uniform")
+    n = 3000
+    x = generate(analytic, proc, n, 2, gen(6), sampler="euler_maruyama", n_steps=300)
+    f, se = mode_balance(x, data.modes())
+    assert abs(f - 0.5) < 3.5 * 0.5 / math.sqrt(n)
+    _, r = nearest_mode(x, data.modes())
+    ks = stats.kstest(r.numpy(), "rayleigh", args=(0.0, math.sqrt(SIGMA_D ** 2 + SIGMA_MIN ** 2)))
+    assert ks.pvalue > 0.01, ks
+    # a wrong width is rejected by the same test (the test has power)
+    assert stats.kstest(r.numpy(), "rayleigh", args=(0.0, 1.15 * SIGMA_D)).pvalue < 1e-3
+
+
+def test_analytic_samples_probability_flow_ode(analytic):
+    data = TwoAtomData((0.25, 0.75), SIGMA_D)
+    proc = WrappedVE(SigmaSchedule("geometric", SIGMA_MIN, SIGMA_MAX), prior="exact")
+    x = generate(analytic, proc, 1500, 2, gen(7), sampler="heun_ode", n_steps=60, data=data)
+    _, r = nearest_mode(x, data.modes())
+    assert stats.kstest(r.numpy(), "rayleigh", args=(0.0, SIGMA_D)).pvalue > 0.01
+
+
+# --------------------------------------------------------------------------- network
+
+def test_mlp_is_permutation_equivariant_and_periodic():
+    torch.manual_seed(0)
+    net = PermutationEquivariantMLP(n_frequencies=3, hidden=32, depth=2, noise_dim=8)
+    x = torch.rand(64, 2, generator=gen(8))
+    sigma = torch.exp(torch.empty(64).uniform_(-5, 0, generator=gen(9)))
+    out = net(x, sigma)
+    assert out.shape == (64, 2)
+    assert torch.allclose(net(x.flip(1), sigma), out.flip(1), atol=1e-6)
+    assert torch.allclose(net(x + 1.0, sigma), out, atol=1e-3 * float(out.detach().abs().max()))
+    three = torch.rand(5, 3, generator=gen(10))
+    perm = [2, 0, 1]
+    assert torch.allclose(net(three[:, perm], sigma[:5]), net(three, sigma[:5])[:, perm], atol=1e-6)
+
+
+# --------------------------------------------------------------------------- regularizers
+
+class GaussianScore(torch.nn.Module):
+    """s = -x / (a + c sigma^2): the exact 1-D Gaussian score for c = 1."""
+
+    def __init__(self, a, c):
+        super().__init__()
+        self.a, self.c = a, c
+
+    def forward(self, x, sigma):
+        return -x / (self.a + self.c * sigma[:, None] ** 2)
+
+
+def test_fokker_planck_residual_known_answers():
+    x = torch.linspace(-1, 1, 11, dtype=torch.float64)[:, None]
+    sigma = torch.full((11,), 0.3, dtype=torch.float64)
+    r = reg.fokker_planck_residual(GaussianScore(0.2, 1.0), x, sigma)
+    assert float(r.detach().abs().max()) < 1e-12
+    # s = -x / (a + 2 tau): d_tau s = 2x/(a+2tau)^2, grad(div s + s^2)/2 = x/(a+2tau)^2
+    r = reg.fokker_planck_residual(GaussianScore(0.2, 2.0), x, sigma)
+    assert torch.allclose(r, x / (0.2 + 2 * 0.09) ** 2, atol=1e-12)
+
+
+@pytest.mark.parametrize("sigma", [0.005, 0.05, 0.3])
+def test_fokker_planck_residual_of_analytic_score_vanishes(analytic, sigma):
+    x = torch.rand(50, 2, generator=gen(11), dtype=torch.float64)
+    s = torch.full((50,), sigma, dtype=torch.float64)
+    exact = reg.fokker_planck_residual(analytic, x, s, "exact")
+    assert float((sigma ** 3 * exact).detach().abs().max()) < 1e-9
+    # Hutchinson is exact in expectation: the mean over all four Rademacher probes is the exact residual
+    probes = [torch.tensor([a, b], dtype=torch.float64).expand(50, 2) for a in (-1, 1) for b in (-1, 1)]
+    hutch = torch.stack([reg.fokker_planck_residual(analytic, x, s, "hutchinson", probe=v) for v in probes]).mean(0)
+    assert torch.allclose(sigma ** 3 * hutch, sigma ** 3 * exact, atol=1e-9)
+
+
+def test_hutchinson_agrees_with_exact_for_a_network_in_expectation():
+    torch.manual_seed(1)
+    net = PermutationEquivariantMLP(n_frequencies=2, hidden=16, depth=2, noise_dim=8).double()
+    x = torch.rand(8, 2, generator=gen(12), dtype=torch.float64)
+    s = torch.full((8,), 0.1, dtype=torch.float64)
+    exact = reg.fokker_planck_residual(net, x, s, "exact")
+    probes = [torch.tensor([a, b], dtype=torch.float64).expand(8, 2) for a in (-1, 1) for b in (-1, 1)]
+    mean = torch.stack([reg.fokker_planck_residual(net, x, s, "hutchinson", probe=v) for v in probes]).mean(0)
+    assert torch.allclose(mean, exact, rtol=1e-4, atol=1e-4 * float(exact.detach().abs().max()))
+    one = reg.fokker_planck_residual(net, x, s, "hutchinson", generator=gen(13))
+    assert not torch.allclose(one, exact)            # a single probe is noisy, only its mean is exact
+
+
+def test_consistency_identity_of_analytic_score(analytic, schedule):
+    """s*(x, sigma_t) = E[s*(X_t', sigma_t') | X_t = x] with X_t' from the exact reverse SDE."""
+    x = torch.tensor([[0.3, 0.6], [0.2, 0.8]], dtype=torch.float64)
+    t = torch.full((2,), 0.5, dtype=torch.float64)
+    m, n_steps, g = 3000, 10, gen(14)
+    xr, tr = x.repeat_interleave(m, 0), t.repeat_interleave(m)
+    te = tr - 0.1
+    for k in range(n_steps):
+        ta, tb = tr + (te - tr) * k / n_steps, tr + (te - tr) * (k + 1) / n_steps
+        z = torch.randn(xr.shape, generator=g, dtype=torch.float64)
+        xr = reverse_sde_step(analytic, xr, schedule.sigma(ta), schedule.sigma(tb), z)
+    later = analytic(wrap(xr), schedule.sigma(te)).view(2, m, 2)
+    se = later.std(1) / math.sqrt(m)
+    diff = later.mean(1) - analytic(x, schedule.sigma(t))
+    assert bool((diff.abs() < 4 * se + 0.02 * analytic(x, schedule.sigma(t)).abs()).all()), (diff, se)
+
+
+@pytest.mark.parametrize("kind", EXPERIMENTS[1:])
+def test_regularizers_give_finite_losses_and_gradients(kind, analytic):
+    cfg = toy_runs.to_plain(toy_runs.load_config([BASE], [f"regularizer.kind={kind}", "regularizer.n_points=8"]))
+    data, process, analytic_, net = toy_runs.build_parts(cfg)
+    x0 = data.sample(16, gen(15))
+    t = torch.rand(16, generator=gen(16), dtype=torch.float64)
+    sigma = process.schedule.sigma(t).float()
+    loss_dsm, xt = reg.dsm_loss(net, process, x0, sigma, torch.randn(16, 2, generator=gen(17)))
+    loss = toy_runs.regularizer_loss(cfg, net, analytic_, process, xt.detach(), t, sigma, gen(18))
+    loss.backward()
+    assert math.isfinite(float(loss.detach())) and math.isfinite(float(loss_dsm.detach()))
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters() if p.requires_grad)
+
+
+def test_analytic_regression_and_score_error_are_zero_for_the_exact_score(analytic, schedule):
+    data = TwoAtomData((0.25, 0.75), SIGMA_D)
+    x = torch.rand(32, 2, generator=gen(19), dtype=torch.float64)
+    s = torch.full((32,), 0.1, dtype=torch.float64)
+    assert float(reg.analytic_regression(analytic, analytic, x, s)) == 0.0
+    rows = score_error(analytic, analytic, data, schedule, [0.0, 0.5], 100, gen(20))
+    assert all(r["weighted"] == 0.0 and r["reference"] > 0 for r in rows)
+
+
+# --------------------------------------------------------------------------- configuration and entry points
+
+def test_config_errors_are_user_errors():
+    with pytest.raises(UserError, match="no_such_key"):
+        toy_runs.load_config([BASE], ["train.no_such_key=1"])
+    with pytest.raises(UserError, match="prior"):
+        toy_runs.load_config([BASE], ["process.sigma_max=0.2"])
+    cfg = toy_runs.load_config([BASE], ["process.sigma_max=0.2", "process.prior=exact"])
+    assert cfg.process.prior == "exact"
+    with pytest.raises(UserError, match="regularizer.kind"):
+        toy_runs.load_config([BASE], ["regularizer.kind=magic"])
+    with pytest.raises(UserError, match="not found"):
+        toy_runs.load_config([REPO / "configs" / "toy" / "nope.yaml"])
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA"):
+            toy_runs.load_config([BASE], ["train.device=cuda"])
+
+
+def test_every_experiment_config_loads_and_sets_its_regularizer():
+    for name in EXPERIMENTS:
+        cfg = toy_runs.load_config([BASE, REPO / "configs" / "toy" / name / "specific_config.yaml"])
+        assert cfg.regularizer.kind == name
+        run_sh = REPO / "configs" / "toy" / name / "run.sh"
+        assert os.access(run_sh, os.X_OK)
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env.pop("WORKDIR", None)
+    return env
+
+
+def test_train_py_writes_files_lowers_loss_and_resumes(tmp_path):
+    work = tmp_path / "run"
+    cmd = [sys.executable, str(REPO / "train.py"), "--config", str(BASE), "--config",
+           str(REPO / "configs" / "toy" / "none" / "specific_config.yaml"), "--workdir", str(work), "--quiet",
+           "train.steps=400", "train.log_every=50", "train.figure_every=400", "train.checkpoint_every=200"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for name in ("config.yaml", "model.pt", "metrics.jsonl", "summary.json"):
+        assert (work / name).is_file(), name
+    assert any((work / "tb").glob("events.out.tfevents.*"))
+    import json
+    lines = [json.loads(ln) for ln in (work / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines] == list(range(50, 401, 50))
+    assert lines[-1]["dsm"] < lines[0]["dsm"] - 0.05        # the DSM floor is ~1, so the excess drops
+    net, cfg = toy_runs.load_model(work)
+    assert cfg["train"]["steps"] == 400 and isinstance(net, PermutationEquivariantMLP)
+    torch.manual_seed(cfg["seed"])
+    data, process, analytic, untrained = toy_runs.build_parts(cfg)          # the same initial weights
+    ts = [0.0, 0.2, 0.4, 0.6, 0.8]        # the excess DSM loss, integrated over t (crudely)
+    before = sum(r["weighted"] for r in score_error(untrained, analytic, data, process.schedule, ts, 500, gen(21)))
+    after = sum(r["weighted"] for r in score_error(net, analytic, data, process.schedule, ts, 500, gen(21)))
+    assert after < 0.6 * before
+    # same config again: resumes at the end, nothing duplicated
+    again = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
+    assert again.returncode == 0 and "resuming" in again.stderr
+    assert len((work / "metrics.jsonl").read_text().splitlines()) == len(lines)
+    # a different config in the same folder is refused in one line, exit 2
+    bad = subprocess.run(cmd + ["train.lr=0.5"], capture_output=True, text=True, env=_env(), cwd=tmp_path,
+                         timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "different config" in bad.stderr
+
+
+def test_run_sh_trains_from_any_directory(tmp_path):
+    work = tmp_path / "fp"
+    env = dict(_env(), WORKDIR=str(work))
+    out = subprocess.run([str(REPO / "configs" / "toy" / "fokker_planck" / "run.sh"), "train.steps=30",
+                          "train.log_every=10", "train.figure_every=30", "regularizer.burn_in=10",
+                          "regularizer.laplacian=hutchinson", "--quiet"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (work / "model.pt").is_file() and "fokker_planck" in (work / "config.yaml").read_text()
+    import json
+    last = json.loads((work / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "regularizer" in last and math.isfinite(last["regularizer"])
+
+
+def test_analyse_toy_help_explains_every_flag():
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "analyse_toy.py"), "--help"],
+                         capture_output=True, text=True, env=_env(), timeout=60)
+    assert out.returncode == 0
+    for flag in ("--runs-dir", "--experiments", "--base-config", "--out", "--n-samples", "--sampler",
+                 "--n-steps", "--n-times", "--n-error", "--gif-frames", "--grid", "--no-ema", "--seed", "--threads"):
+        assert flag in out.stdout
+
+
+@pytest.mark.slow
+def test_analyse_toy_end_to_end(tmp_path):
+    runs = tmp_path / "runs"
+    env = dict(_env(), WORKDIR=str(runs / "none"))
+    subprocess.run([str(REPO / "configs" / "toy" / "none" / "run.sh"), "train.steps=50", "train.figure_every=50",
+                    "--quiet"], check=True, capture_output=True, env=env, timeout=120)
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "analyse_toy.py"), "--runs-dir", str(runs),
+                          "--out", str(tmp_path / "out"), "--experiments", "analytical", "none", "consistency",
+                          "--n-samples", "600", "--n-steps", "100", "--n-times", "3", "--n-error", "200",
+                          "--gif-frames", "2", "--grid", "7"],
+                         capture_output=True, text=True, env=_env(), timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "skipping consistency" in out.stderr
+    import json
+    res = {r["name"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())}
+    assert res["analytical"]["score_error_mean"] == 0.0
+    assert abs(res["analytical"]["mode_balance"] - 0.5) < 4 * 0.5 / math.sqrt(600)
+    assert res["analytical"]["ks_pvalue"] > 0.001
+    assert res["none"]["score_error_mean"] > 0
+    for f in ("table.org", "score_error.png", "analytical/samples.png", "analytical/radial.png",
+              "none/score_field.gif"):
+        assert (tmp_path / "out" / f).is_file(), f
+
+
+def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+    """Killed right after the step-30 checkpoint, the resumed run ends where an uninterrupted one does."""
+    import json
+
+    args = ["--config", str(BASE), "--quiet", "train.steps=60", "train.log_every=10", "train.checkpoint_every=30",
+            "train.figure_every=1000", "train.batch_size=32", "regularizer.kind=consistency",
+            "regularizer.burn_in=5", "regularizer.n_points=8"]
+    assert toy_runs.train_main(args + ["--workdir", str(tmp_path / "straight")]) == 0
+
+    real_save = toy_runs._save
+
+    def save_then_die(*a, **k):
+        real_save(*a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(toy_runs, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        toy_runs.train_main(args + ["--workdir", str(tmp_path / "resumed")])
+    monkeypatch.setattr(toy_runs, "_save", real_save)
+    assert toy_runs.train_main(args + ["--workdir", str(tmp_path / "resumed")]) == 0
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(10, 61, 10))
+    a = toy_runs.checkpoint.load(tmp_path / "straight" / "model.pt")
+    b = toy_runs.checkpoint.load(tmp_path / "resumed" / "model.pt")
+    assert a["step"] == b["step"] == 60
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["ema"]["shadow"]:
+        assert torch.equal(a["ema"]["shadow"][k], b["ema"]["shadow"][k]), k
