@@ -31,7 +31,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=2.0, help="training time per process (default 2)")
     p.add_argument("--processes", default=",".join(PROCESSES), help="comma-separated forward processes")
-    p.add_argument("--config", default=str(ROOT / "configs" / "digits" / "default_digits_configs.yaml"))
+    p.add_argument("--config", default=str(ROOT / "configs" / "digits" / "default_digits_configs.yaml"),
+                   help="base config; each run sets model.forward=<process> on it (default: the digits config)")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench_levels"), help="work folders and the JSON")
     p.add_argument("--assets", default=str(ROOT / "assets" / "levels"), help="where the figures go")
     p.add_argument("--fresh", action="store_true", help="delete existing work folders first (else they resume)")
