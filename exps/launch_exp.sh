@@ -27,9 +27,10 @@
 #SBATCH --cpus-per-task=4
 # Preemption: SIGUSR1 to this batch shell 300 s before the time limit (Slurm may
 # send it up to a minute early); train.py then writes model.pt and exits 3, and
-# this script requeues the job, which resumes from model.pt in the same run
-# folder (the folder is named after the job id, which a requeue keeps).
+# this script requeues the job (see the end of this file).
 #SBATCH --signal=B:USR1@300
+# Requeueable: the requeued job keeps its id, so it resumes from model.pt in the
+# same run folder ($SAVEDIR/<name>/<job id>).
 #SBATCH --requeue
 # A requeued job appends to its log instead of truncating it.
 #SBATCH --open-mode=append

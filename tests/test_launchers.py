@@ -299,6 +299,7 @@ def test_launch_exp_has_sbatch_headers():
     for key in ["--job-name", "--output", "--time", "--gres", "--mem", "--cpus-per-task"]:
         assert heads.get(key), f"missing #SBATCH {key}"
     assert heads["--gres"].startswith("gpu:")
+    assert heads["--signal"].startswith("B:USR1@") and "--requeue" in heads and heads["--open-mode"] == "append"
     # every header is commented: the line above each #SBATCH is a comment
     lines = (EXPS / "launch_exp.sh").read_text().splitlines()
     for i, line in enumerate(lines):

@@ -78,6 +78,11 @@ def wait_for(job_id, states, timeout=300) -> dict:
     raise AssertionError(f"job {job_id} is {job(job_id).get('JobState')}, waited for {states}")
 
 
+def _node_state() -> str:
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True).stdout.split()
+    return out[0] if out else ""
+
+
 def log(logs, job_id) -> str:
     path = logs / f"slurm-{job_id}.out"
     return path.read_text() if path.exists() else ""
@@ -130,6 +135,12 @@ def test_usr1_checkpoints_requeues_and_the_job_resumes_exactly(cluster, tmp_path
     assert int(info.get("Restarts", "0")) == 1
     stopped = checkpoint.load(run / "model.pt")
     assert 0 < stopped["epoch"] < 16
+    # Release the hold only once the node has finished cleaning up the first run (slurmd
+    # refuses to relaunch a job id it is still tearing down: "already killed").
+    deadline = time.time() + 60
+    while time.time() < deadline and _node_state() not in ("idle", "mix"):
+        time.sleep(0.5)
+    time.sleep(2)
     subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True)
     info = wait_for(job_id, ("COMPLETED",), timeout=300)
     text = log(logs, job_id)
