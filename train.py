@@ -3,6 +3,13 @@
 
     python train.py --cfg exps/json/quickstart.json --savedir results/demo/1 [key=value ...]
     torchrun --nproc_per_node=N train.py ...    (or srun --ntasks=N python train.py ...)
+    python train.py --config configs/digits/default_digits_configs.yaml --workdir runs/digits/heat [k=v ...]
+    python train.py --config configs/toy/base_config.yaml --config configs/toy/none/specific_config.yaml
+        --workdir runs/toy/none [k=v ...]          (what configs/toy/<experiment>/run.sh does)
+
+--config runs the OmegaConf YAML systems (heat / linear-transform images, the two-atom toy
+problem; `python train.py --config FILE --workdir DIR --help` lists their flags); the rest of
+this help is about the function-space score models (--cfg).
 
 The experiment file (json or yaml) overrides the documented defaults of `Arguments`
 (model_code/config.py); `key=value` arguments override the file. Data comes from
