@@ -41,6 +41,10 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=None,
                    help="annealed_langevin: steps per level T; the others: number of sigma levels on the EDM "
                         "grid (default: the run's T / ode_steps)")
+    p.add_argument("--sigma_min", type=float, default=None,
+                   help="samplers other than annealed_langevin: the last level of the EDM grid (default: the "
+                        "run's sigma_L); e.g. --sampler dpm_solver_2m --steps 5 --sigma_min 0.05 matched 181-step "
+                        "Langevin on the GRF benchmark")
     p.add_argument("--no_ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -83,7 +87,7 @@ def sample(cli, run: Path, out: Path, factor: int) -> int:
     args = build.args_from_checkpoint(state)
     denoiser = build.denoiser_from_checkpoint(state, device, use_ema=not cli.no_ema)
     noise = build.noise_from_description(state["noise"])
-    sampler, sigmas, options = build.sampler_setup(args, cli.sampler, cli.steps)
+    sampler, sigmas, options = build.sampler_setup(args, cli.sampler, cli.steps, cli.sigma_min)
     sampler_name = cli.sampler or args.sampler
     nfe = build.network_evaluations(sampler_name, len(sigmas), options)
     _, real, kind = build.build_data(args, os.environ.get("DATA_DIR"), resolution_factor=factor)
@@ -111,6 +115,7 @@ def sample(cli, run: Path, out: Path, factor: int) -> int:
     summary = {"mode": cli.mode, "checkpoint": str(cli.checkpoint), "epoch": state["epoch"], "n": n,
                "resolution": list(resolution), "factor": factor, "kind": kind, "ema": not cli.no_ema,
                "n_real": len(real), "sampler": sampler_name, "sampler_options": options, "nfe": nfe,
+               "sigmas": [float(v) for v in sigmas],
                "metrics": values}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in values.items()}))

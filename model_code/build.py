@@ -113,11 +113,13 @@ def net_from_description(desc: dict):
     return classes[desc["type"]](**desc["config"])
 
 
-def sampler_setup(args, name: str | None = None, steps: int | None = None):
+def sampler_setup(args, name: str | None = None, steps: int | None = None, sigma_min: float | None = None):
     """(sampler function, its sigma grid, its options) for the config's sampler.
 
     `name` / `steps` override the config (eval.py --sampler / --steps): steps are the
-    Langevin steps per level (T) or the number of ODE levels (ode_steps).
+    Langevin steps per level (T) or the number of ODE levels (ode_steps). `sigma_min` moves
+    the end of the EDM grid of the other samplers (default sigma_L): their last step is a
+    pure denoise D(x, sigma_min), which an imperfect network may do better from higher up.
     """
     name = name or args.sampler
     if name not in SAMPLERS:
@@ -127,7 +129,9 @@ def sampler_setup(args, name: str | None = None, steps: int | None = None):
         return SAMPLERS[name], sigmas, {"T": steps or args.T, "epsilon": args.epsilon,
                                          "final_denoise": args.final_denoise}
     # Every other sampler walks an EDM sigma grid with its own default options.
-    sigmas = edm_sigmas(args.sigma_1, args.sigma_L, steps or args.ode_steps, args.rho)
+    if sigma_min is not None and not 0 < sigma_min < args.sigma_1:
+        raise UserError(f"sigma_min must lie in (0, sigma_1 = {args.sigma_1}); got {sigma_min}")
+    sigmas = edm_sigmas(args.sigma_1, sigma_min or args.sigma_L, steps or args.ode_steps, args.rho)
     options = {"S_churn": args.S_churn} if name == "edm_stochastic" else {}
     return SAMPLERS[name], sigmas, options
 

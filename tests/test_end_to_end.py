@@ -126,9 +126,15 @@ def test_eval_modes_on_the_run(trained, data_dir):
     assert heun["sampler"] == "heun_ode" and heun["nfe"] == 7
     for name, nfe in (("dpm_solver_2m", 4), ("predictor_corrector", 7)):
         proc = run([sys.executable, "eval.py", "--exp_name", str(run_dir), "--mode", "generate", "--Ntest", "2",
-                    "--sampler", name, "--steps", "4", "--savedir", str(out / name), "--quiet"], env)
+                    "--sampler", name, "--steps", "4", "--sigma_min", "0.1", "--savedir", str(out / name),
+                    "--quiet"], env)
         assert proc.returncode == 0, proc.stderr
-        assert json.loads((out / name / "generate" / "metrics.json").read_text())["nfe"] == nfe
+        summary = json.loads((out / name / "generate" / "metrics.json").read_text())
+        assert summary["nfe"] == nfe
+        assert len(summary["sigmas"]) == 4 and summary["sigmas"][-1] == pytest.approx(0.1)   # the grid's new end
+    proc = run([sys.executable, "eval.py", "--exp_name", str(run_dir), "--mode", "generate", "--sampler",
+                "heun_ode", "--sigma_min", "1e9", "--savedir", str(out / "bad"), "--quiet"], env)
+    assert proc.returncode == 2 and "sigma_min must lie in" in proc.stderr and not (out / "bad").exists()
     assert gen["sampler"] == "annealed_langevin" and gen["nfe"] == 6 * 1 + 1
     for mode in ("generate", "superres"):
         for fig in ("samples", "mean_sample", "final_stats"):
