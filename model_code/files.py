@@ -21,3 +21,25 @@ def atomic_write_text(path, text: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def trim_jsonl(path, key: str, upto) -> None:
+    """On resume: keep the lines of a JSON-lines log whose `key` is <= upto, atomically.
+
+    Lines after the checkpoint were written by the interrupted run and will be written
+    again; a line torn by a crash mid-write is not JSON and goes too.
+    """
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and row.get(key, 0) <= upto:
+            kept.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))

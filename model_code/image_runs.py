@@ -36,7 +36,7 @@ import torch
 from . import checkpoint
 from .ema import EMA
 from .errors import UserError
-from .files import atomic_write_text
+from .files import atomic_write_text, trim_jsonl
 
 from .levels_config import IDENTITY_SECTIONS, from_dict, load_config, to_dict
 
@@ -47,11 +47,9 @@ RUN_KIND = "levels"
 # ============================================================================ building the parts
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name} requested but CUDA is not available")
-    return torch.device(name)
+    from .build import resolve_device as resolve
+
+    return resolve(name)
 
 
 def build_map(cfg, shape):
@@ -265,21 +263,6 @@ def _log(workdir: Path, row: dict) -> None:
         fh.write(json.dumps(row) + "\n")
 
 
-def _trim_log(workdir: Path, step: int) -> None:
-    path = workdir / "training_log.jsonl"
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:                         # a line torn by a crash mid-write is dropped
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and row.get("step", 0) <= step:
-            kept.append(line)
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-
 def train_main(argv) -> int:
     from omegaconf import OmegaConf
     from tqdm.auto import tqdm
@@ -303,7 +286,7 @@ def train_main(argv) -> int:
     for sub in ("checkpoints-meta", "checkpoints", "samples"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
     atomic_write_text(workdir / "config.yaml", OmegaConf.to_yaml(cfg))
-    _trim_log(workdir, run.step)
+    trim_jsonl(workdir / "training_log.jsonl", "step", run.step)
     t = cfg.training
 
     stop = {"signal": False}

@@ -35,6 +35,7 @@ from . import regularizers as reg
 from .data.toy import TwoAtomData
 from .ema import EMA
 from .errors import UserError
+from .files import trim_jsonl
 from .nets.mlp import PermutationEquivariantMLP
 from .processes.wrapped_ve import PRIORS, SCHEDULES, SigmaSchedule, WrappedVE, uniform_deviation_bound
 from .toy_score import AnalyticScore, score_error
@@ -255,14 +256,6 @@ def _lr_factor(cfg: dict, step: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / t["steps"], 1.0)))
 
 
-def _write_jsonl_upto(path: Path, step: int) -> None:
-    """On resume, drop metric lines written after the checkpoint's step."""
-    if not path.exists():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    path.write_text("".join(ln + "\n" for ln in keep))
-
-
 def _save(workdir: Path, net, ema, opt, step, generator, cfg, seconds):
     checkpoint.atomic_save({
         "format_version": checkpoint.FORMAT_VERSION, "kind": "toy", "config": cfg, "step": step,
@@ -319,9 +312,9 @@ def train(cfg: dict, workdir: Path, quiet: bool = False) -> dict:
         seconds_before = float(payload.get("seconds", 0.0))
         print(f"resuming {workdir} at step {step}", file=sys.stderr)
     metrics_path = workdir / "metrics.jsonl"
-    _write_jsonl_upto(metrics_path, step)
+    trim_jsonl(metrics_path, "step", step)
     writer = SummaryWriter(log_dir=str(workdir / "tb"), purge_step=step if step else None)
-    rc, schedule, n_atoms = cfg["regularizer"], process.schedule, data.n_atoms
+    rc, schedule = cfg["regularizer"], process.schedule
     bar = tqdm(total=tc["steps"], initial=step, desc=f"toy/{rc['kind']}", leave=False,
                disable=quiet or not sys.stderr.isatty())
     sums, count, first_loss, last = {}, 0, None, {}

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, metrics, plotting
 from .distributed import Context
 from .errors import UserError
-from .files import atomic_write_text
+from .files import trim_jsonl
 from .samplers import generate
 
 
@@ -294,22 +294,8 @@ class Trainer:
             self.writer.flush()
 
     def _trim_results(self) -> None:
-        """On resume, drop lines of epochs after the checkpoint (each epoch appears once).
-
-        A line torn by a crash mid-write (kill -9) is not JSON: it goes too.
-        """
-        path = self.savedir / "results.json"
-        if not path.exists():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and row.get("epoch", 0) <= self.epoch:
-                kept.append(line)
-        atomic_write_text(path, "".join(line + "\n" for line in kept))
+        """On resume, drop lines of epochs after the checkpoint (each epoch appears once)."""
+        trim_jsonl(self.savedir / "results.json", "epoch", self.epoch)
 
     def save(self, state: dict, path: Path) -> None:
         """Atomic checkpoint write; a full disk (or any OS error) is one clear line, old file kept."""
