@@ -4,16 +4,17 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write_text(path, text: str) -> None:
-    """Write a temporary file next to `path`, fsync it, rename it over `path`.
+def atomic_write(path, write, mode: str = "wb") -> None:
+    """Call write(file) on a temporary file next to `path`, fsync it, rename it over `path`.
 
-    Readers see the old content or the new one, never half of either.
+    Readers see the old content or the new one, never half of either; on any error the
+    temporary file is removed and `path` is untouched.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -21,6 +22,10 @@ def atomic_write_text(path, text: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text), mode="w")
 
 
 def trim_jsonl(path, key: str, upto) -> None:
