@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from .config import dotlist_item, load_yaml, merge_checked
 from .errors import UserError
 
 
@@ -85,6 +86,7 @@ class TrainingConfig:
     n_eval: int = 256                  # validation images for the validation loss / ELBO
     max_minutes: Optional[float] = None  # stop (with a checkpoint) after this much training time
     device: str = "auto"               # auto | cpu | cuda | cuda:N
+    threads: Optional[int] = None      # CPU threads; None: OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, cores / processes
 
 
 @dataclass
@@ -115,25 +117,21 @@ IDENTITY_SECTIONS = ("seed", "data", "model", "optim")   # what must match to re
 
 
 def load_config(path, overrides=()):
-    """Schema <- YAML file <- `key=value` overrides; validated. Returns an OmegaConf DictConfig."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    """Schema <- YAML file <- `key=value` overrides; validated. Returns an OmegaConf DictConfig.
 
-    schema = OmegaConf.structured(LevelsConfig)
-    try:
-        cfg = OmegaConf.merge(schema, OmegaConf.load(path)) if path is not None else schema
-        dotlist = []
-        for item in overrides:
-            if "=" not in item:
-                raise UserError(f"override '{item}' is not of the form key=value")
-            dotlist.append(item[len("config."):] if item.startswith("config.") else item)
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
-    except OmegaConfBaseException as err:
-        msg = str(err).strip().splitlines()[0]
-        key = getattr(err, "full_key", None)
-        raise UserError(f"{path or 'config'}: {msg}" + (f" (key: {key})" if key and key not in msg else "")) from None
-    except OSError as err:
-        raise UserError(f"cannot read {path}: {err}") from None
+    A YAML syntax error names the file, line and column; a wrong key or type names the file,
+    or the command line and the `key=value` argument as typed.
+    """
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.structured(LevelsConfig)
+    if path is not None:
+        cfg = merge_checked(cfg, load_yaml(path), LevelsConfig, str(path))
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override '{item}' is not of the form key=value")
+        value = dotlist_item(item[len("config."):] if item.startswith("config.") else item)
+        cfg = merge_checked(cfg, value, LevelsConfig, f"command line: {item}")
     validate(cfg)
     return cfg
 
