@@ -48,10 +48,11 @@ def main(argv=None) -> int:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from model_code import image_runs, plotting_images
+    from model_code import image_runs, plotting_images, threads
     from model_code.levels import initial_and_noise, sample_levels
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    threads.apply()                 # the allocation's CPU threads, not every core of the node
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
     if args.interpolate and args.num_points < 2:

@@ -30,6 +30,8 @@ from model_code.errors import UserError, run_cli
 # Exit status after a stop signal (SIGUSR1 / SIGTERM) with a checkpoint written; a
 # launcher may requeue the job on it.
 PREEMPTED_EXIT = 3
+# Keys that say how this start runs, not what is trained: they may change on resume.
+RUN_SETTINGS = ("threads",)
 
 
 def parse_args(argv=None):
@@ -41,7 +43,8 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", help="experiment file (.json or .yaml); keys starting with '_' are comments")
     parser.add_argument("--savedir", required=True, help="run folder: everything the run writes goes here")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress output (bars on a terminal; plain lines, at most one a minute, in a log)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, applied last")
     return parser.parse_args(argv)
 
@@ -55,15 +58,18 @@ def main(argv=None) -> int:
     args = config_mod.load(cli.cfg, cli.overrides)
     savedir = Path(cli.savedir)
     _check_run_folder(savedir, args)
-    _make_writable_folder(savedir)
 
-    from model_code import build, checkpoint, distributed, provenance
+    from model_code import build, distributed, run_dir, threads
 
+    # CPU threads from the allocation (config `threads`, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, cores / ranks).
+    cli.threads = threads.apply(getattr(args, "threads", None))
     # torchrun / srun: join the process group (gloo on CPU, nccl on CUDA); alone: a no-op.
     device = distributed.rank_device(build.resolve_device(args.device))
     dist = distributed.initialise(device)
     try:
-        return _train(cli, args, savedir, argv, dist, device)
+        # One writer per run folder: a second launch on the same --savedir stops here.
+        with run_dir.claim_on_main(dist, savedir, "train.py"):
+            return _train(cli, args, savedir, argv, dist, device)
     finally:
         distributed.shutdown()
 
@@ -71,11 +77,14 @@ def main(argv=None) -> int:
 def _train(cli, args, savedir, argv, dist, device) -> int:
     from model_code import build, checkpoint, provenance
 
+    from model_code.progress import enabled_for
+
     progress = not cli.quiet and sys.stderr.isatty() and dist.is_main
     trainer = build.build_trainer(args, savedir, os.environ.get("DATA_DIR"), progress=progress,
-                                  dist=dist, device=device)
+                                  dist=dist, device=device, log_lines=enabled_for(cli.quiet, dist.is_main))
     if dist.is_main:
-        trainer.meta["code"] = provenance.record(savedir, Path(__file__).parent, [sys.argv[0], *argv])["code"]
+        trainer.meta["code"] = provenance.record(savedir, Path(__file__).parent, [sys.argv[0], *argv],
+                                                extra=cli.threads)["code"]
     latest = savedir / "model.pt"
     if latest.exists():
         trainer.load_state(checkpoint.load(latest, map_location=trainer.device))
@@ -97,18 +106,6 @@ def _train(cli, args, savedir, argv, dist, device) -> int:
     return 0
 
 
-def _make_writable_folder(savedir: Path) -> None:
-    """Create the run folder and prove it takes a file (a read-only mount fools os.access for root)."""
-    import tempfile
-
-    try:
-        savedir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=savedir):
-            pass
-    except OSError as err:
-        raise UserError(f"run folder {savedir} is not writable: {err.strerror or err}") from None
-
-
 def _yaml_entry_point(argv):
     """The OmegaConf YAML systems (`--config FILE --workdir DIR`) have their own run loop.
 
@@ -128,11 +125,8 @@ def _yaml_entry_point(argv):
         return None
     if not Path(path).is_file():
         raise UserError(f"config file not found: {path}")
-    from omegaconf import OmegaConf
-    try:
-        system = OmegaConf.load(path).get("system", "levels")
-    except Exception as err:  # a YAML syntax error is the user's, not ours
-        raise UserError(f"cannot read {path}: {str(err).splitlines()[0]}")
+    # One line with file, line and column for a YAML syntax error; a top level that is no mapping too.
+    system = config_mod.load_yaml(path).get("system", "levels")
     if system == "toy":
         from model_code.toy_runs import train_main
     elif system == "levels":
@@ -148,8 +142,8 @@ def _check_run_folder(savedir: Path, args) -> None:
     if (savedir / "model.pt").exists() and saved.exists():
         old = config_mod.to_dict(config_mod.from_dict(json.loads(saved.read_text()), source=str(saved)))
         new = config_mod.to_dict(args)
-        if old != new:
-            diff = [k for k, v in new.items() if old[k] != v]
+        diff = [k for k, v in new.items() if old[k] != v and k not in RUN_SETTINGS]
+        if diff:
             raise UserError(f"{savedir} already holds a run with a different config (differs in: "
                             f"{', '.join(diff)}); choose another --savedir")
 

@@ -137,8 +137,11 @@ def sampler_setup(args, name: str | None = None, steps: int | None = None, sigma
 
 
 # -------------------------------------------------------------------- trainer
-def build_trainer(args, savedir, data_dir, progress: bool = True, dist=None, device=None):
-    """The Trainer of a VE / interpolant run; `dist` (distributed.Context) for multi-process runs."""
+def build_trainer(args, savedir, data_dir, progress: bool = True, dist=None, device=None, log_lines: bool = False):
+    """The Trainer of a VE / interpolant run; `dist` (distributed.Context) for multi-process runs.
+
+    progress: tqdm bars (a terminal); log_lines: plain progress lines instead (a log file).
+    """
     from .trainer import Trainer, TrainSettings
 
     device = device if device is not None else resolve_device(args.device)
@@ -158,7 +161,7 @@ def build_trainer(args, savedir, data_dir, progress: bool = True, dist=None, dev
         Ntest=args.Ntest, val_batch_size=args.val_batch_size, val_seed=args.val_seed, n_plot=args.n_plot,
         augment=args.augment, grad_clip=args.grad_clip, seed=args.seed,
         kind=kind, sampler_options=options, sampling_sigmas=sampling_sigmas, tensorboard=args.tensorboard,
-        progress=progress, max_minutes=args.max_minutes)
+        progress=progress, log_lines=log_lines, max_minutes=args.max_minutes)
     meta = {
         "config": config_mod.to_dict(args),
         "net": describe_net(net),

@@ -58,13 +58,16 @@ def versions() -> dict:
     return found
 
 
-def record(run_dir, root, argv=None) -> dict:
-    """Append this start to run_dir/provenance.json and write the uncommitted diff."""
+def record(run_dir, root, argv=None, extra: dict | None = None) -> dict:
+    """Append this start to run_dir/provenance.json and write the uncommitted diff.
+
+    extra: more facts about this start (e.g. the CPU thread count and where it came from).
+    """
     run_dir = Path(run_dir)
     state = git_state(root)
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": list(argv if argv is not None else sys.argv),
              "cwd": str(Path.cwd()), "host": socket.gethostname(), "python": platform.python_version(),
-             "libraries": versions(), "git_commit": state["commit"], "code": fingerprint(root)}
+             "libraries": versions(), "git_commit": state["commit"], "code": fingerprint(root), **(extra or {})}
     path = run_dir / "provenance.json"
     history = json.loads(path.read_text()) if path.exists() else []
     history.append(entry)

@@ -21,7 +21,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -98,7 +97,8 @@ class TrainConfig:
     log_every: int = 100             # metrics.jsonl + TensorBoard scalars
     figure_every: int = 2000         # TensorBoard score-field figure and score error (and at the end)
     checkpoint_every: int = 1000
-    num_threads: int = 1             # torch.set_num_threads (0: leave torch's default)
+    num_threads: int = 1             # CPU threads (the tiny MLP is fastest on one); 0: from the allocation
+                                     # (OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, cores / processes)
     device: str = "cpu"              # cpu | cuda | cuda:N (every random draw is made on this device)
 
 
@@ -114,22 +114,23 @@ class ToyConfig:
 
 
 def load_config(paths, overrides=()):
-    """Merge the YAML files and key=value overrides over ToyConfig; validate. Returns a DictConfig."""
+    """Merge the YAML files and key=value overrides over ToyConfig; validate. Returns a DictConfig.
+
+    A YAML syntax error names the file, line and column; a wrong key or type names the file,
+    or the command line and the `key=value` argument as typed.
+    """
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+
+    from .config import dotlist_item, load_yaml, merge_checked
 
     cfg = OmegaConf.structured(ToyConfig)
-    try:
-        for p in paths:
-            if not Path(p).is_file():
-                raise UserError(f"config file not found: {p}")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(p))
-        bad = [o for o in overrides if "=" not in o]
-        if bad:
-            raise UserError(f"overrides must be key=value, got {bad[0]!r}")
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as err:
-        raise UserError(f"config: {str(err).splitlines()[0]}") from None
+    for p in paths:
+        cfg = merge_checked(cfg, load_yaml(p), ToyConfig, str(p))
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise UserError(f"overrides must be key=value, got {bad[0]!r}")
+    for item in overrides:
+        cfg = merge_checked(cfg, dotlist_item(item), ToyConfig, f"command line: {item}")
     validate(cfg)
     return cfg
 
@@ -286,9 +287,12 @@ def train(cfg: dict, workdir: Path, quiet: bool = False) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
+    from .progress import LogLines, enabled_for
+
     tc = cfg["train"]
-    if tc["num_threads"]:
-        torch.set_num_threads(int(tc["num_threads"]))
+    from . import provenance, threads
+
+    provenance.record(workdir, Path(__file__).resolve().parents[1], extra=threads.apply(tc["num_threads"] or None))
     torch.manual_seed(cfg["seed"])
     device = torch.device(tc["device"])
     data, process, analytic, net = build_parts(cfg)
@@ -317,6 +321,7 @@ def train(cfg: dict, workdir: Path, quiet: bool = False) -> dict:
     rc, schedule = cfg["regularizer"], process.schedule
     bar = tqdm(total=tc["steps"], initial=step, desc=f"toy/{rc['kind']}", leave=False,
                disable=quiet or not sys.stderr.isatty())
+    log = LogLines("train", "step", tc["steps"], done=step, enabled=enabled_for(quiet))
     sums, count, first_loss, last = {}, 0, None, {}
     t0 = time.time() - seconds_before                 # wall time accumulates over resumes
     if metrics_path.exists() and metrics_path.read_text().strip():
@@ -351,6 +356,8 @@ def train(cfg: dict, workdir: Path, quiet: bool = False) -> dict:
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v
         count += 1
+        log.advance(tc["batch_size"], step - 1)
+        log.unit_done(step, **{k: v / count for k, v in sums.items()})     # at most one line a minute
         if step % tc["log_every"] == 0 or step == tc["steps"]:
             last = {k: v / count for k, v in sums.items()}
             first_loss = last["dsm"] if first_loss is None else first_loss
@@ -378,7 +385,8 @@ def parse_args(argv):
     parser.add_argument("--config", action="append", required=True,
                         help="YAML file; repeat to merge (later files override earlier ones)")
     parser.add_argument("--workdir", required=True, help="run folder (checkpoint, logs, TensorBoard)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress output (a bar on a terminal; plain lines, at most one a minute, in a log)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, applied last")
     return parser.parse_args(argv)
 
@@ -389,12 +397,13 @@ def train_main(argv) -> int:
     cfg_dc = load_config(args.config, args.overrides)
     cfg = to_plain(cfg_dc)
     workdir = Path(args.workdir)
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create workdir {workdir}: {err.strerror}") from None
-    if not os.access(workdir, os.W_OK):
-        raise UserError(f"workdir {workdir} is not writable")
+    from . import run_dir
+    # One writer per run folder: a second launch on the same --workdir stops here.
+    with run_dir.claim(workdir, "train.py"):
+        return _train_in(workdir, cfg_dc, cfg, args.quiet)
+
+
+def _train_in(workdir: Path, cfg_dc, cfg: dict, quiet: bool) -> int:
     from omegaconf import OmegaConf
     if (workdir / "model.pt").exists():
         old = with_defaults(checkpoint.load(workdir / "model.pt").get("config"))
@@ -403,7 +412,7 @@ def train_main(argv) -> int:
             raise UserError(f"{workdir} already holds a run with a different config (differs in: "
                             f"{', '.join(diff) or 'format'}); choose another --workdir")
     OmegaConf.save(cfg_dc, workdir / "config.yaml")
-    summary = train(cfg, workdir, quiet=args.quiet)
+    summary = train(cfg, workdir, quiet=quiet)
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"done: {workdir} (step {summary['step']}, {summary['seconds']} s)")
     return 0

@@ -1,0 +1,106 @@
+"""Plain progress lines for logs that are not terminals (a Slurm job's stderr).
+
+On a terminal tqdm draws bars; in a log file those are off, and without this the log
+says nothing until the run ends. A `LogLines` prints one line per unit of work (an
+epoch, or a block of steps), at most one a minute, always the first and the last; a
+unit longer than `within` seconds (5 minutes) also gets a line every `within` seconds
+from inside it; every validation round gets its own line with its metrics:
+
+    [12:03:10] train epoch 3/100 (step 120) loss 0.4312 | 52.1 samples/s | elapsed 0:01:02 | ETA 0:31:10
+    [12:03:12] validation epoch 3: w_var 0.0123 w_skew 0.0456 w_total 0.0579 (0.91x floor)
+
+`enabled_for(quiet, is_main)` says whether a process should print them at all.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+
+def enabled_for(quiet: bool, is_main: bool = True, stream=None) -> bool:
+    """Plain lines when stderr is not a terminal, not --quiet, and on rank 0 only."""
+    stream = sys.stderr if stream is None else stream
+    return not quiet and is_main and not stream.isatty()
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+class LogLines:
+    """Progress of `total` units (epochs or steps) starting at `done`; prints to `stream`."""
+
+    def __init__(self, what: str, unit: str, total: int, done: int = 0, enabled: bool = True,
+                 every: float = 60.0, within: float = 300.0, stream=None, clock=time.monotonic):
+        self.what, self.unit, self.total = what, unit, int(total)
+        self.enabled = enabled
+        self.every, self.within = every, within
+        self.stream = stream
+        self.clock = clock
+        self.began = clock()
+        self.start_done = int(done)          # units already done before this process (resume)
+        self.samples = 0
+        self.last_line = None
+
+    def _print(self, text: str) -> None:
+        stream = sys.stderr if self.stream is None else self.stream
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=stream, flush=True)
+        self.last_line = self.clock()
+
+    def _rate_and_eta(self, done: int) -> str:
+        elapsed = self.clock() - self.began
+        parts = []
+        if self.samples and elapsed > 0:
+            parts.append(f"{self.samples / elapsed:.3g} samples/s")
+        finished_here = done - self.start_done
+        left = self.total - done
+        eta = elapsed / finished_here * left if finished_here > 0 else math.inf
+        parts.append(f"elapsed {_clock(elapsed)}")
+        parts.append(f"ETA {_clock(eta) if left > 0 else '0:00:00'}")
+        return " | ".join(parts)
+
+    def advance(self, samples: int, done: int, **fields) -> None:
+        """Inside unit done + 1: count samples; a line only after `within` seconds without one."""
+        self.samples += int(samples)
+        if not self.enabled:
+            return
+        since = self.clock() - (self.last_line if self.last_line is not None else self.began)
+        if since >= self.within:
+            self._print(self._line(done, fields, inside=True))
+
+    def unit_done(self, done: int, force: bool = False, **fields) -> None:
+        """At the end of unit `done` (1-based): a line if it is the first or last, or a minute has passed."""
+        if not self.enabled:
+            return
+        first = self.last_line is None
+        due = first or done >= self.total or force or self.clock() - self.last_line >= self.every
+        if due:
+            self._print(self._line(done, fields))
+
+    def _line(self, done: int, fields: dict, inside: bool = False) -> str:
+        where = (f"{self.unit} {done + 1}/{self.total} (in progress)" if inside
+                 else f"{self.unit} {done}/{self.total}")
+        values = " ".join(f"{k} {_value(v)}" for k, v in fields.items() if v is not None)
+        return f"{self.what} {where}" + (f" {values}" if values else "") + f" | {self._rate_and_eta(done)}"
+
+    def metrics(self, done: int, values: dict, label: str = "validation") -> None:
+        """Every validation round: its metrics on one line."""
+        if not self.enabled:
+            return
+        shown = " ".join(f"{k} {_value(v)}" for k, v in values.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool))
+        self._print(f"{label} {self.unit} {done}: {shown}")
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            self._print(text)

@@ -1,0 +1,226 @@
+"""One writer per run folder: the lock file, its take-over rules, and every training entry point."""
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from model_code import run_dir
+from model_code.errors import UserError
+from model_code.run_dir import LOCK_NAME, RunFolderBusy, WriterLock
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _plant(folder: Path, **fields) -> dict:
+    """A lock file as another process would have left it."""
+    now = time.time()
+    holder = {"owner": "train.py", "host": socket.gethostname(), "pid": _dead_pid(), "pid_start": "1",
+              "job_id": "123456", "restart": 0, "since": now - 3600, "heartbeat": now, "token": "someone-else"}
+    holder.update(fields)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / LOCK_NAME).write_text(json.dumps(holder))
+    return holder
+
+
+def test_a_second_writer_is_refused_with_the_holder_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "123456")
+    with WriterLock(tmp_path, "train.py"):
+        holder = json.loads((tmp_path / LOCK_NAME).read_text())
+        assert holder["pid"] == os.getpid() and holder["job_id"] == "123456"
+        with pytest.raises(RunFolderBusy) as err:
+            WriterLock(tmp_path, "train.py").acquire()
+        message = str(err.value)
+        assert isinstance(err.value, UserError) and "\n" not in message
+        for part in (f"pid {os.getpid()}", f"on {socket.gethostname()}", "job 123456",
+                     time.strftime("%Y-%m-%d", time.localtime(holder["since"]))):
+            assert part in message, part
+    assert not (tmp_path / LOCK_NAME).exists()            # released on exit
+
+
+def test_a_lock_of_a_dead_process_on_this_host_is_taken_over_with_a_warning(tmp_path, capsys):
+    _plant(tmp_path)
+    with WriterLock(tmp_path, "train.py") as lock:
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == lock.token
+    assert "took over the lock" in capsys.readouterr().err
+
+
+def test_a_reused_pid_is_not_mistaken_for_the_holder(tmp_path):
+    # Our own parent is alive, but started at another time than the holder recorded.
+    _plant(tmp_path, pid=os.getppid(), pid_start="1")
+    with WriterLock(tmp_path, "train.py") as lock:
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == lock.token
+
+
+def test_a_live_holder_on_this_host_is_refused(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = run_dir._process_start(sleeper.pid)
+        _plant(tmp_path, pid=sleeper.pid, pid_start=start, job_id=None)
+        with pytest.raises(RunFolderBusy, match=f"pid {sleeper.pid}"):
+            WriterLock(tmp_path, "train.py").acquire()
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == sleeper.pid    # untouched
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_another_hosts_lock_counts_by_its_heartbeat(tmp_path):
+    _plant(tmp_path, host="some-other-node", pid=1, heartbeat=time.time())
+    with pytest.raises(RunFolderBusy, match="some-other-node"):
+        WriterLock(tmp_path, "train.py", stale_after=60).acquire()
+    _plant(tmp_path, host="some-other-node", pid=1, heartbeat=time.time() - 120)
+    with WriterLock(tmp_path, "train.py", stale_after=60) as lock:
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == lock.token
+
+
+def test_a_torn_lock_file_is_taken_over(tmp_path):
+    (tmp_path / LOCK_NAME).write_text('{"owner": "train.py", "ho')
+    with WriterLock(tmp_path, "train.py") as lock:
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == lock.token
+
+
+def test_the_heartbeat_is_refreshed_while_held(tmp_path):
+    with WriterLock(tmp_path, "train.py", heartbeat=0.05):
+        first = json.loads((tmp_path / LOCK_NAME).read_text())["heartbeat"]
+        time.sleep(0.4)
+        later = json.loads((tmp_path / LOCK_NAME).read_text())["heartbeat"]
+    assert later > first
+
+
+def test_a_requeued_job_waits_for_its_predecessor_then_takes_over(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "777")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    old = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    _plant(tmp_path, pid=old.pid, pid_start=run_dir._process_start(old.pid), job_id="777", restart=0)
+    began = time.time()
+    with WriterLock(tmp_path, "train.py", predecessor_wait=30):
+        waited = time.time() - began
+    old.wait()
+    assert 0.5 < waited < 30
+    # A copy that is not a later restart of the same job is refused at once.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _plant(tmp_path, pid=other.pid, pid_start=run_dir._process_start(other.pid), job_id="777", restart=1)
+        with pytest.raises(RunFolderBusy):
+            WriterLock(tmp_path, "train.py", predecessor_wait=30).acquire()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def _contend(folder, results):
+    try:
+        lock = WriterLock(folder, "train.py").acquire()
+        results.put("won")
+        time.sleep(1.0)                       # hold it while the others decide
+        lock.release()
+    except RunFolderBusy:
+        results.put("refused")
+
+
+def test_of_several_processes_taking_over_a_dead_lock_exactly_one_wins(tmp_path):
+    _plant(tmp_path)
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_contend, args=(tmp_path, results)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    outcome = sorted(results.get(timeout=5) for _ in procs)
+    assert outcome == ["refused"] * 5 + ["won"]
+
+
+def test_claim_removes_only_what_it_created_when_the_start_fails(tmp_path):
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(UserError):
+        with run_dir.claim(existing, "train.py"):
+            raise UserError("no data")
+    assert existing.is_dir() and not any(existing.iterdir())
+    fresh = tmp_path / "a" / "b" / "run"
+    with pytest.raises(UserError):
+        with run_dir.claim(fresh, "train.py"):
+            raise UserError("no data")
+    assert not (tmp_path / "a").exists()
+    # Once the run has written something, a failure keeps the folder.
+    with pytest.raises(UserError):
+        with run_dir.claim(fresh, "train.py"):
+            (fresh / "model.pt").write_text("x")
+            raise UserError("diverged")
+    assert (fresh / "model.pt").exists() and not (fresh / LOCK_NAME).exists()
+
+
+# ------------------------------------------------------------------ every training entry point
+VOLCANO = ["--cfg", "exps/json/quickstart.json", "resolution=16", "Ntest=4", "val_batch_size=4", "L=4", "T=1",
+           "record_interval=1000", "epochs=400", "tensorboard=false", "d_co_domain=8", "n_modes=4"]
+SYSTEMS = {
+    "ve_volcano": (["train.py", *VOLCANO, "--savedir"], "results.json"),
+    "heat_digits": (["train.py", "--config", "configs/digits/default_digits_configs.yaml",
+                     "model.unet.model_channels=16", "model.K=4", "training.batch_size=16", "training.n_eval=32",
+                     "eval.batch_size=32", "training.n_iters=100000", "training.log_freq=5",
+                     "training.eval_freq=100000", "training.sampling_freq=100000", "training.snapshot_freq=100000",
+                     "training.snapshot_freq_for_preemption=100000", "--workdir"], "training_log.jsonl"),
+    "toy": (["train.py", "--config", "configs/toy/base_config.yaml", "train.steps=1000000", "train.log_every=20",
+             "train.figure_every=1000000", "train.checkpoint_every=1000000", "--workdir"], "metrics.jsonl"),
+}
+
+
+@pytest.fixture(scope="module")
+def volcano_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("volcano")
+    subprocess.run([sys.executable, "scripts/make_volcano.py", "--out", str(out), "--n", "24", "--seed", "0",
+                    "--quiet"], cwd=ROOT, check=True)
+    return out
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file() and p.name != LOCK_NAME and not p.name.endswith(".tmp")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("system", sorted(SYSTEMS))
+def test_a_second_train_py_on_the_same_folder_stops_at_once_and_writes_nothing(system, tmp_path, volcano_data):
+    args, log_name = SYSTEMS[system]
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DATA_DIR": str(volcano_data), "SLURM_JOB_ID": "123456"}
+    cmd = [sys.executable, *args, str(run), "--quiet"]
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ((run / log_name).exists() and (run / log_name).read_text()):
+            assert first.poll() is None, first.communicate()[1][-2000:]
+            time.sleep(0.2)
+        before = _snapshot(run)
+        began = time.time()
+        second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in second.stderr, second.stderr
+        for part in ("is in use by", f"pid {first.pid}", socket.gethostname(), "job 123456", "since"):
+            assert part in lines[0], (part, lines[0])
+        assert time.time() - began < 60
+        first.send_signal(signal.SIGSTOP)            # freeze the holder: what changes now is the second's doing
+        frozen = _snapshot(run)
+        second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2
+        assert _snapshot(run) == frozen
+        assert set(before) <= set(frozen)
+        first.send_signal(signal.SIGCONT)
+    finally:
+        first.kill()
+        first.wait()
