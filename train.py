@@ -46,7 +46,13 @@ def parse_args(argv=None):
     parser.add_argument("--quiet", action="store_true",
                         help="no progress output (bars on a terminal; plain lines, at most one a minute, in a log)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, applied last")
-    return parser.parse_args(argv)
+    # Overrides may come before, between or after the flags.
+    args, rest = parser.parse_known_args(argv)
+    bad = [a for a in rest if a.startswith("-") or "=" not in a]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    args.overrides = list(args.overrides) + rest
+    return args
 
 
 def main(argv=None) -> int:
