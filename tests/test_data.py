@@ -95,8 +95,13 @@ def test_area_downsampling_matches_block_mean(synthetic_dir):
     full, _ = load_volcano(out, seed=0)
     half, _ = load_volcano(out, resolution=64, seed=0)
     block = full.reshape(full.shape[0], 2, 64, 2, 64, 2).mean(dim=(3, 5))
-    block = block / torch.linalg.vector_norm(block, dim=1, keepdim=True)
-    assert torch.allclose(half, block, atol=1e-5)
+    norm = torch.linalg.vector_norm(block, dim=1, keepdim=True)
+    block = block / norm
+    # float32 2 x 2 means by two kernels differ by ~eps_32; renormalising divides that by the mean vector's
+    # length, which is small where the phase varies fast in a block (down to ~5e-4 here), so the bound is
+    # per pixel: 32 eps_32 / |mean| (>= 3.8e-6; 1.4 eps_32 / |mean| measured).
+    tol = 32 * torch.finfo(torch.float32).eps / norm
+    assert bool(((half - block).abs() <= tol).all())
 
 
 def test_split_deterministic_disjoint_covering():
@@ -176,7 +181,9 @@ def test_phase_channels_round_trip():
     ch = phase_to_channels(phase)
     assert ch.shape == (2, 1, 101) and ch.dtype == np.float32
     back = phase_of(torch.from_numpy(ch)[None])[0].numpy()
-    assert np.abs(wrap(back - phase)).max() < 1e-6  # float32 pi may come back as -pi
+    # float32 cos / sin / atan2 (SIMD libm, machine-dependent) and the subtraction near 2 pi: a few ulp of pi
+    # (1.3 ulp measured); 16 ulp(pi) = 3.8e-6. float32 pi may come back as -pi.
+    assert np.abs(wrap(back - phase)).max() < 16 * np.spacing(np.float32(math.pi))
     assert back.min() >= -math.pi and back.max() <= math.pi
 
 

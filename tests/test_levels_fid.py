@@ -47,7 +47,18 @@ def test_local_torchscript_extractor(tmp_path):
     assert feats.shape == (40, 6)
     # Grey -> 3 equal channels, [0, 1] -> [0, 255] at 299 x 299: channel means are 255 * image means.
     assert torch.allclose(feats[:, 0], 255 * real.mean((1, 2, 3)), rtol=1e-4)
-    assert abs(fid.fid_from_images(model, real, real, 16)) < 1e-6
+    # FID(real, real) is exactly 0; its round-off scales with the features (~255), so bound it relative to
+    # tr(S), float64 as frechet_distance computes. Grey images give 3 equal channels, so the 6 x 6 covariance
+    # S has rank 2 and sqrtm(S S) has 4 zero eigenvalues: their round-off, ~eps |S|^2, comes back as
+    # ~sqrt(eps) |S|, hence d sqrt(eps_64) tr(S) (x 10): 2.4e-4 here, against 3e-6 to 3e-13 measured
+    # (BLAS- and thread-dependent); a wrong mean or trace term is of order tr(S) = 273 or more.
+    d = feats.shape[1]
+    trace = np.trace(fid.feature_statistics(feats)[1])
+    assert abs(fid.fid_from_images(model, real, real, 16)) <= 10 * d * math.sqrt(np.finfo(np.float64).eps) * trace
+    # RGB images: S is full rank (condition ~20), so the round-off is ~eps_64 tr(S) (~3e-15 tr(S) measured).
+    rgb = torch.rand(40, 3, 8, 8, generator=g)
+    rgb_trace = np.trace(fid.feature_statistics(fid.features(model, rgb, batch_size=16))[1])
+    assert abs(fid.fid_from_images(model, rgb, rgb, 16)) <= 1e-10 * rgb_trace
     assert fid.fid_from_images(model, real * 0.5, real, 16) > 100
     bad = tmp_path / "bad.pth"
     torch.save({"w": torch.zeros(1)}, bad)

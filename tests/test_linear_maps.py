@@ -21,7 +21,8 @@ def test_level_zero_is_identity_and_input_untouched(name):
     fmap = build_map(name, SHAPE, K, seed=3)
     u = _u()
     before = u.clone()
-    assert torch.allclose(fmap.apply(u, 0), u, atol=1e-6)
+    # Exact for the matrix maps; heat does a float32 DCT round trip (BLAS matmuls, ~eps_32 |u| per element).
+    assert torch.allclose(fmap.apply(u, 0), u, atol=1e-4 * float(u.abs().max()))
     out = fmap.apply(u, torch.arange(5))
     assert torch.equal(u, before)                       # never in place
     assert out.data_ptr() != u.data_ptr()
@@ -59,7 +60,8 @@ def test_batched_application_equals_level_by_level():
     out = fmap.apply(u, k)
     for i in range(8):
         expected = (fmap.matrices[k[i]] @ u[i].reshape(-1)).view(SHAPE)
-        assert torch.allclose(out[i], expected, atol=1e-6)
+        # batched vs single float32 matmul: different BLAS kernels, round-off ~ eps_32 sqrt(D) |T u|
+        assert torch.allclose(out[i], expected, atol=1e-4 * float(expected.abs().max()))
 
 
 @pytest.mark.parametrize("name", MAPS)

@@ -62,7 +62,8 @@ def test_noise_embedding_shape_and_dependence():
     assert not torch.allclose(out[0], out[3])
     # per sample: a batch equals its rows computed one by one
     rows = torch.cat([emb(c[i : i + 1]) for i in range(4)])
-    torch.testing.assert_close(out, rows, rtol=1e-5, atol=1e-6)
+    # batch (gemm) vs one row (gemv) in float32: round-off relative to the output scale, BLAS-dependent
+    torch.testing.assert_close(out, rows, rtol=1e-5, atol=1e-4 * float(out.detach().abs().max()))
     # the frequencies are not checkpoint state
     assert "frequencies" not in emb.state_dict()
 

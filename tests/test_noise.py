@@ -181,8 +181,11 @@ def test_per_sample_generators_do_not_depend_on_batch(noise):
     big = noise.sample(5, (8, 12), generator=[torch.Generator().manual_seed(s) for s in seeds])
     small = noise.sample(2, (8, 12), generator=[torch.Generator().manual_seed(s) for s in seeds[3:]])
     one = noise.sample(1, (8, 12), generator=[torch.Generator().manual_seed(seeds[2])])
-    torch.testing.assert_close(big[3:], small, rtol=0, atol=1e-5)
-    torch.testing.assert_close(big[2:3], one, rtol=0, atol=1e-5)
+    # Other batch sizes may take other float32 matmul / FFT paths: round-off relative to the field's scale
+    # (|x| up to ~4); drawing from the wrong generator changes a sample by O(1).
+    tol = 1e-4 * float(big.abs().max())
+    torch.testing.assert_close(big[3:], small, rtol=0, atol=tol)
+    torch.testing.assert_close(big[2:3], one, rtol=0, atol=tol)
     assert not torch.allclose(big[0], big[1])
     # same seed -> identical; different seed -> different
     a = noise.sample(4, (8, 12), generator=torch.Generator().manual_seed(3))

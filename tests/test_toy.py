@@ -158,11 +158,15 @@ def test_mlp_is_permutation_equivariant_and_periodic():
     sigma = torch.exp(torch.empty(64).uniform_(-5, 0, generator=gen(9)))
     out = net(x, sigma)
     assert out.shape == (64, 2)
-    assert torch.allclose(net(x.flip(1), sigma), out.flip(1), atol=1e-6)
-    assert torch.allclose(net(x + 1.0, sigma), out, atol=1e-3 * float(out.detach().abs().max()))
+    # Permuted inputs reach the float32 matmuls in other rows / summation orders: round-off ~ eps_32 times
+    # the output scale (~12 here), BLAS-dependent; a non-equivariant net is off by O(that scale).
+    scale = float(out.detach().abs().max())
+    assert torch.allclose(net(x.flip(1), sigma), out.flip(1), atol=1e-4 * scale)
+    assert torch.allclose(net(x + 1.0, sigma), out, atol=1e-3 * scale)
     three = torch.rand(5, 3, generator=gen(10))
     perm = [2, 0, 1]
-    assert torch.allclose(net(three[:, perm], sigma[:5]), net(three, sigma[:5])[:, perm], atol=1e-6)
+    out3 = net(three, sigma[:5])
+    assert torch.allclose(net(three[:, perm], sigma[:5]), out3[:, perm], atol=1e-4 * float(out3.detach().abs().max()))
 
 
 # --------------------------------------------------------------------------- regularizers

@@ -26,7 +26,10 @@ def test_zero_at_initialisation_then_level_dependent():
     assert (a - b).abs().max() > 1e-4                             # the level embedding reaches the output
     # Each sample sees its own level: a batch equals its samples run one by one.
     both = net(torch.cat([x[:1], x[:1]]), torch.tensor([1, 7]))
-    assert torch.allclose(both[0], a[0], atol=1e-5) and torch.allclose(both[1], b[0], atol=1e-5)
+    # Batch 2 vs 1 may take other float32 conv / matmul kernels: round-off relative to the output scale
+    # (~1e-6 on outputs ~1 measured); a level mix-up changes the output by |a - b| ~ 0.3.
+    tol = 1e-4 * float(torch.cat([a, b]).abs().max())
+    assert torch.allclose(both[0], a[0], atol=tol) and torch.allclose(both[1], b[0], atol=tol)
 
 
 def test_dropout_and_rebuild_from_config():
