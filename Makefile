@@ -57,7 +57,8 @@ demo: venv ## synthetic data, a short training run, then generate / superres / p
 	echo "== demo finished. Run folder: $$run"; \
 	echo "   training log and metrics: $$run/results.json, config: $$run/config.json"; \
 	echo "   samples during training:  $$run/samples/"; \
-	echo "   evaluation outputs:       $$run/eval/"; \
+	echo "   evaluations (one folder each, named mode-checkpoint-sampler-steps):"; \
+	find "$$run/eval" -mindepth 1 -maxdepth 1 -type d | sort | sed 's/^/     /'; \
 	echo "   figures:"; \
 	find "$$run" -name '*.png' | sort | sed 's/^/     /'
 

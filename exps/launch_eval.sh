@@ -8,6 +8,10 @@
 #
 # Runs, from the repository root:
 #   python eval.py --exp_name=$SAVEDIR/<name>/<id> --savedir=$SAVEDIR/<name>/<id>/eval <flags>
+# Each evaluation writes its own folder below eval/, named after its settings
+# (e.g. eval/generate-w_total-annealed_langevin-T2/, or --tag=NAME); one that
+# already holds samples is refused unless --overwrite; --mode=plot plots every
+# evaluation folder (or the one given with --tag=NAME).
 # <name>/<id> may also be an absolute run folder.  Given only <name>, the most
 # recent run under $SAVEDIR/<name> is used (and printed).  Flags after the run
 # go to eval.py unchanged (a later --savedir=... overrides the default).

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -225,7 +224,8 @@ def parse_train_args(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="YAML experiment file (configs/<dataset>/*.yaml)")
     p.add_argument("--workdir", required=True, help="work folder (checkpoints, samples, logs)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress output (a bar on a terminal; plain lines, at most one a minute, in a log)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. training.n_iters=100")
     # Overrides may come before, between or after the flags.
     args, rest = p.parse_known_args(argv)
@@ -264,15 +264,28 @@ def _log(workdir: Path, row: dict) -> None:
 
 
 def train_main(argv) -> int:
-    from omegaconf import OmegaConf
-    from tqdm.auto import tqdm
-
-    from .plotting_images import save_grid
+    from . import run_dir
 
     args = parse_train_args(list(argv))
     cfg = load_config(args.config, args.overrides)
     workdir = Path(args.workdir)
-    resume_from = _check_workdir(workdir, cfg)
+    _check_workdir(workdir, cfg)                  # a different experiment: refused before anything is made
+    # One writer per work folder: a second launch on the same --workdir stops here.
+    with run_dir.claim(workdir, "train.py"):
+        return _train(args, cfg, workdir)
+
+
+def _train(args, cfg, workdir: Path) -> int:
+    from omegaconf import OmegaConf
+    from tqdm.auto import tqdm
+
+    from .plotting_images import save_grid
+    from .progress import LogLines, enabled_for
+
+    from . import provenance, threads
+
+    resume_from = _check_workdir(workdir, cfg)     # again, now that this process holds the folder
+    provenance.record(workdir, Path(__file__).resolve().parents[1], extra=threads.apply(cfg.training.threads))
     device = resolve_device(cfg.training.device)
     torch.manual_seed(cfg.seed)
     data = load_data(cfg)
@@ -296,19 +309,24 @@ def train_main(argv) -> int:
     if run.step == 0:
         row = {"step": 0, **run.evaluate()}
         _log(workdir, row)
+    log = LogLines("train", "step", t.n_iters, done=run.step, enabled=enabled_for(args.quiet))
     try:
         bar = tqdm(total=t.n_iters, initial=run.step, desc="steps", disable=args.quiet or not sys.stderr.isatty())
         while run.step < t.n_iters:
             running.append(run.train_step())
             bar.update(1)
             step = run.step
+            log.advance(t.batch_size, step - 1)
+            log.unit_done(step, loss=sum(running) / len(running))      # at most one line a minute
             if step % t.log_freq == 0:
                 _log(workdir, {"step": step, "loss": sum(running) / len(running),
                                "lr": run.optimizer.param_groups[0]["lr"], "time": round(time.time() - began, 2)})
                 bar.set_postfix(loss=f"{sum(running) / len(running):.4g}")
                 running = []
             if step % t.eval_freq == 0 or step == t.n_iters:
-                _log(workdir, {"step": step, **run.evaluate()})
+                values = run.evaluate()
+                _log(workdir, {"step": step, **values})
+                log.metrics(step, values)
             if step % t.sampling_freq == 0 or step == t.n_iters:
                 save_grid(run.samples(t.n_samples, 10_000), workdir / "samples" / f"iter_{step:06d}.png")
             if step % t.snapshot_freq == 0:
@@ -397,8 +415,45 @@ EVAL_HELP = """Evaluate a heat / linear-transform run (negative ELBO or FID).
 
 Results are added, keyed by --param_name, to
 <results_root>/<dataset_name>/evaluation_results/<experiment_name>/{elbo,fid}_results.json
-(results_root defaults to runs) and a line to {elbo,fid}.log next to it.
+(results_root defaults to runs) and a line to {elbo,fid}.log next to it. Without --param_name
+the key is made from the settings: ckpt<N>-delta<delta>-<split>[-n<n_images>][-gen<num_gen>]
+[-raw][-seed<seed>], e.g. ckpt0-delta0.0125-valid. A key that is already in the table is never
+replaced without --overwrite.
 """
+
+# What each system's folder holds, and how eval.py evaluates it (for one-line errors).
+SYSTEMS = {
+    "field": ("a function-space (VE / interpolant) run folder (config.json, model*.pt)",
+              "eval.py --mode generate | superres | plot --exp_name {f}"),
+    "levels": ("a heat / linear-transform work folder (config.yaml, checkpoints-meta/checkpoint.pth)",
+               "eval.py --mode elbo | fid --workdir {f} (sample.py draws samples from it)"),
+    "toy": ("a two-atom toy run folder (config.yaml, model.pt, metrics.jsonl)",
+            "scripts/analyse_toy.py --runs-dir {f.parent} --experiments {f.name} (eval.py has no mode for toy runs)"),
+}
+
+
+def folder_system(folder) -> Optional[str]:
+    """Which system a run folder belongs to, from the files it holds: 'field', 'levels', 'toy' or None."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    if (folder / "checkpoints-meta").is_dir() or (folder / "checkpoints").is_dir() \
+            or (folder / "training_log.jsonl").exists():
+        return "levels"
+    if (folder / "config.json").exists() or any(folder.glob("model.*.pt")):
+        return "field"
+    if (folder / "config.yaml").exists() and any((folder / f).exists() for f in ("model.pt", "metrics.jsonl",
+                                                                                  "summary.json")):
+        return "toy"
+    if (folder / "model.pt").exists():
+        return "field"
+    return None
+
+
+def wrong_system_message(folder, system: str, asked: str) -> str:
+    what, use = SYSTEMS[system]
+    folder = Path(folder)
+    return f"{asked} does not apply to {folder}: it is {what}; evaluate it with {use.format(f=folder)}"
 
 
 def parse_eval_args(argv):
@@ -413,12 +468,16 @@ def parse_eval_args(argv):
     p.add_argument("--checkpoint", type=int, default=0, help="0 = latest (checkpoints-meta), N = snapshot N")
     p.add_argument("--dataset_name", default=None, help="folder name under results_root (default: data.dataset)")
     p.add_argument("--experiment_name", default="default", help="upper-level name for a suite of evaluations")
-    p.add_argument("--param_name", default="default", help="key of this value within the experiment, e.g. delta0.013")
+    p.add_argument("--param_name", default=None,
+                   help="key of this value within the experiment, e.g. delta0.013 (default: made from the settings, "
+                        "e.g. ckpt0-delta0.0125-valid)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a result already stored under the same key (default: refuse)")
     p.add_argument("--results_root", default="runs", help="root of the evaluation results (default: runs)")
     p.add_argument("--delta", type=float, default=None, help="sampling / ELBO noise std (default: model.delta)")
     p.add_argument("--dataset_split", default="valid", choices=("train", "valid"),
                    help="real images: the training or validation (test) split (default valid)")
-    p.add_argument("--batch_size", type=int, default=None, help="batch size (default: eval.batch_size)")
+    p.add_argument("--batch_size", type=int, default=None, help="batch size, > 0 (default: eval.batch_size)")
     p.add_argument("--n_images", type=int, default=None, help="elbo: evaluate only the first N images (default all)")
     p.add_argument("--num_gen", type=int, default=10000, help="fid: number of generated images (default 10000)")
     p.add_argument("--fid_weights", default=None,
@@ -428,63 +487,135 @@ def parse_eval_args(argv):
     p.add_argument("--seed", type=int, default=0, help="seed of the ELBO noise / generated samples")
     p.add_argument("--no_ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress lines (printed when stderr is a log file)")
     return p.parse_args(argv)
 
 
-def _write_result(out_dir: Path, mode: str, param_name: str, result: dict) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def result_key(args, delta: float) -> str:
+    """--param_name, or a key made from the settings that change the result."""
+    if args.param_name is not None:
+        return args.param_name
+    parts = [f"ckpt{args.checkpoint}", f"delta{delta:g}", args.dataset_split]
+    if args.mode == "elbo" and args.n_images:
+        parts.append(f"n{args.n_images}")
+    if args.mode == "fid":
+        parts.append(f"gen{args.num_gen}")
+    if args.no_ema:
+        parts.append("raw")
+    if args.seed != 0:
+        parts.append(f"seed{args.seed}")
+    return "-".join(parts)
+
+
+def _refuse_existing_result(path: Path, mode: str, key: str, overwrite: bool) -> None:
+    if overwrite or not path.exists():
+        return
+    try:
+        table = json.loads(path.read_text())
+    except ValueError:
+        raise UserError(f"{path} is not a JSON results table; move it away or choose another --experiment_name") \
+            from None
+    if key in table:
+        raise UserError(f"{path} already holds the {mode} result '{key}'; nothing was written: pass --overwrite to "
+                        f"replace it, or --param_name NAME to keep both")
+
+
+def _write_result(out_dir: Path, mode: str, param_name: str, result: dict, overwrite: bool = False,
+                  wait: float = 120.0) -> Path:
+    """Add `result` under `param_name` to out_dir/<mode>_results.json and a line to <mode>.log.
+
+    The read-modify-write holds the folder's writer lock (evaluations of one experiment run in
+    parallel: a busy folder is retried for `wait` seconds, as each write takes milliseconds).
+    """
+    from . import run_dir
+
     path = out_dir / f"{mode}_results.json"
-    table = json.loads(path.read_text()) if path.exists() else {}
-    table[param_name] = result
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(table, indent=2) + "\n")
-    os.replace(tmp, path)
-    summary = {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
-    with open(out_dir / f"{mode}.log", "a") as fh:
-        fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {param_name}: {json.dumps(summary)}\n")
-    return path
+    deadline = time.time() + wait
+    while True:
+        try:
+            with run_dir.lock(out_dir, owner="eval.py"):
+                _refuse_existing_result(path, mode, param_name, overwrite)
+                table = json.loads(path.read_text()) if path.exists() else {}
+                table[param_name] = result
+                atomic_write_text(path, json.dumps(table, indent=2) + "\n")
+                summary = {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
+                with open(out_dir / f"{mode}.log", "a") as fh:
+                    fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {param_name}: {json.dumps(summary)}\n")
+            return path
+        except run_dir.RunFolderBusy:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 @torch.no_grad()
-def elbo_of(run: LoadedRun, images: torch.Tensor, delta: float, batch_size: int, seed: int) -> dict:
+def elbo_of(run: LoadedRun, images: torch.Tensor, delta: float, batch_size: int, seed: int,
+            log_lines: bool = False) -> dict:
     from .levels import elbo_summary, negative_elbo_terms
+    from .progress import LogLines
 
     g = torch.Generator().manual_seed(seed)
-    terms = torch.cat([negative_elbo_terms(run.model, run.fmap, run.prior, images[i:i + batch_size].to(run.device),
-                                           run.cfg.model.sigma, delta, run.levels, g)
-                       for i in range(0, len(images), batch_size)])
-    return elbo_summary(terms, images[0].numel())
+    starts = range(0, len(images), batch_size)
+    log = LogLines("elbo", "batch", len(starts), enabled=log_lines)
+    terms = []
+    for done, i in enumerate(starts):
+        batch = images[i:i + batch_size]
+        terms.append(negative_elbo_terms(run.model, run.fmap, run.prior, batch.to(run.device),
+                                         run.cfg.model.sigma, delta, run.levels, g))
+        log.advance(len(batch), done)
+        log.unit_done(done + 1)
+    return elbo_summary(torch.cat(terms), images[0].numel())
 
 
 @torch.no_grad()
-def generate(run: LoadedRun, n: int, delta: float, batch_size: int, seed: int) -> torch.Tensor:
+def generate(run: LoadedRun, n: int, delta: float, batch_size: int, seed: int, log_lines: bool = False) -> torch.Tensor:
     from .levels import initial_and_noise, sample_levels
+    from .progress import LogLines
 
     out = []
-    for i in range(0, n, batch_size):
+    starts = range(0, n, batch_size)
+    log = LogLines("generate", "batch", len(starts), enabled=log_lines)
+    for done, i in enumerate(starts):
         seeds = [seed + j for j in range(i, min(n, i + batch_size))]
         u_K, noise = initial_and_noise("random", run.prior, run.fmap.K, seeds)
         out.append(sample_levels(run.model, u_K, noise, delta, run.fmap.K, device=run.device)[0])
+        log.advance(len(seeds), done)
+        log.unit_done(done + 1)
     return torch.cat(out)
 
 
 def eval_main(argv) -> int:
+    from . import threads
+    from .progress import enabled_for
+
     args = parse_eval_args(list(argv))
+    threads.apply()                 # the allocation's CPU threads, not every core of the node
+    for flag in ("batch_size", "n_images", "num_gen"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise UserError(f"--{flag} must be a positive integer; got {value}")
     if args.mode == "fid" and not args.fid_weights:
         raise UserError("--mode=fid needs --fid_weights FILE: a local Inception feature extractor (TorchScript, "
                         "e.g. clean-fid's inception-2015-12-05.pt); Inception weights cannot be downloaded here")
+    system = folder_system(args.workdir)
+    if system in ("field", "toy"):
+        raise UserError(wrong_system_message(args.workdir, system, f"--mode {args.mode}"))
     run = load_run(args.workdir, args.checkpoint, args.device, use_ema=not args.no_ema, config_path=args.config)
-    data = load_data(run.cfg)
-    real = data.valid if args.dataset_split == "valid" else data.train
     delta = run.cfg.model.delta if args.delta is None else args.delta
     if delta <= 0:
         raise UserError(f"--delta must be positive, got {delta}")
+    key = result_key(args, delta)
+    out_dir = Path(args.results_root) / (args.dataset_name or run.cfg.data.dataset) / "evaluation_results" \
+        / args.experiment_name
+    _refuse_existing_result(out_dir / f"{args.mode}_results.json", args.mode, key, args.overwrite)  # before work
+    data = load_data(run.cfg)
+    real = data.valid if args.dataset_split == "valid" else data.train
     batch = args.batch_size or run.cfg.eval.batch_size
     common = {"workdir": str(args.workdir), "checkpoint": args.checkpoint, "step": run.step,
               "forward": run.cfg.model.forward, "delta": delta, "split": args.dataset_split, "ema": not args.no_ema}
     if args.mode == "elbo":
         images = real[:args.n_images] if args.n_images else real
-        result = {**common, **elbo_of(run, images, delta, batch, args.seed)}
+        result = {**common, **elbo_of(run, images, delta, batch, args.seed, log_lines=enabled_for(args.quiet))}
         print(f"negative ELBO {result['neg_elbo_nats']:.3f} nats = {result['bpd']:.4f} bits/dim "
               f"over {result['n_images']} images")
         per = result["per_level_bpd"]
@@ -495,12 +626,10 @@ def eval_main(argv) -> int:
         from . import fid
 
         extractor = fid.load_extractor(args.fid_weights, run.device)
-        fake = generate(run, args.num_gen, delta, batch, args.seed)
+        fake = generate(run, args.num_gen, delta, batch, args.seed, log_lines=enabled_for(args.quiet))
         value = fid.fid_from_images(extractor, fake, real, batch, run.device)
         result = {**common, "fid": value, "num_gen": args.num_gen, "num_real": len(real),
                   "fid_weights": str(args.fid_weights)}
         print(f"FID {value:.4f} ({args.num_gen} generated vs {len(real)} real images)")
-    out_dir = Path(args.results_root) / (args.dataset_name or run.cfg.data.dataset) / "evaluation_results" \
-        / args.experiment_name
-    print(f"wrote {_write_result(out_dir, args.mode, args.param_name, result)}")
+    print(f"wrote {_write_result(out_dir, args.mode, key, result, overwrite=args.overwrite)} ['{key}']")
     return 0

@@ -66,9 +66,31 @@ def plot_matrix(m, path, title="", exts=("png", "pdf")):
     return save(fig, path, exts)
 
 
+def floor_caption(values: dict, name: str) -> str:
+    """'w_total 0.12 = 0.80x floor (floor 0.15, 90% interval 0.09-0.22)' from a metrics row.
+
+    Uses the keys <name>, <name>_x_floor, floor_<name>, floor_<name>_p05 / _p95 that are
+    present (older rows without the interval give the shorter forms).
+    """
+    text = f"{name} {values[name]:.3g}"
+    if f"{name}_x_floor" in values:
+        text += f" = {values[name + '_x_floor']:.2f}x floor"
+    floor = values.get(f"floor_{name}")
+    lo, hi = values.get(f"floor_{name}_p05"), values.get(f"floor_{name}_p95")
+    if floor is not None and lo is not None and hi is not None:
+        text += f" (floor {floor:.3g}, 90% interval {lo:.3g}-{hi:.3g})"
+    elif floor is not None:
+        text += f" (floor {floor:.3g})"
+    return text
+
+
 def plot_stat_histograms(real: dict, generated: dict, metrics: dict, path, kind="phase",
                          title=None, exts=("png", "pdf")):
-    """Real vs generated per-sample variance and skewness, W1 in the titles (final_stats)."""
+    """Real vs generated per-sample variance and skewness (final_stats).
+
+    Each panel's title gives its W1, the multiple of the real-vs-real floor and the floor's
+    bootstrap interval (floor_caption); the suptitle adds w_total's.
+    """
     names = ("circular variance", "circular skewness") if kind == "phase" else ("variance", "skewness")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, key, name, wkey in zip(axes, ("var", "skew"), names, ("w_var", "w_skew")):
@@ -79,13 +101,13 @@ def plot_stat_histograms(real: dict, generated: dict, metrics: dict, path, kind=
         bins = np.linspace(lo, hi + 1e-12, 40)
         ax.hist(r, bins=bins, alpha=0.55, density=True, label=f"real (n={len(r)})")
         ax.hist(g, bins=bins, alpha=0.55, density=True, label=f"generated (n={len(g)})")
-        extra = ""
-        if f"{wkey}_x_floor" in metrics:
-            extra = f" = {metrics[wkey + '_x_floor']:.2f} x floor"
-        ax.set_title(f"{name}: W1 = {metrics[wkey]:.4g}{extra}", fontsize=9)
+        ax.set_title(f"{name} (W1 of the per-sample values)\n{floor_caption(metrics, wkey)}", fontsize=8)
         ax.legend(fontsize=8)
+    if "w_total" in metrics:
+        title = f"{title}\n{floor_caption(metrics, 'w_total')}" if title else floor_caption(metrics, "w_total")
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return save(fig, path, exts)
 
 

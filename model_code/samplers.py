@@ -13,6 +13,8 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from .progress import LogLines
+
 
 
 @torch.no_grad()
@@ -253,8 +255,10 @@ def network_evaluations(name: str, n_sigmas: int, options: dict | None = None) -
 
 @torch.no_grad()
 def generate(denoiser, noise, sigmas, n: int, resolution, seeds, batch_size: int,
-             sampler=annealed_langevin, device="cpu", progress: bool = False, **options):
+             sampler=annealed_langevin, device="cpu", progress: bool = False, log_lines: bool = False, **options):
     """Draw n samples; sample k uses only torch.Generator(seed=seeds[k]).
+
+    progress: tqdm bars (a terminal); log_lines: a plain line per batch, at most one a minute (a log).
 
     The start x = sigma_1 z and every later noise draw of sample k come from its own
     generator, so sample k is the same whatever the batch size (EDM's per-sample seeds).
@@ -266,7 +270,8 @@ def generate(denoiser, noise, sigmas, n: int, resolution, seeds, batch_size: int
     sigma_1 = float(sigmas[0])
     out = []
     starts = range(0, n, batch_size)
-    for start in tqdm(starts, desc="generate", leave=False, disable=not progress or len(starts) < 2):
+    log = LogLines("generate", "batch", len(starts), enabled=log_lines)
+    for done, start in enumerate(tqdm(starts, desc="generate", leave=False, disable=not progress or len(starts) < 2)):
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds[start:start + batch_size]]
 
         def noise_fn(gens=gens):
@@ -274,4 +279,6 @@ def generate(denoiser, noise, sigmas, n: int, resolution, seeds, batch_size: int
 
         x = sigma_1 * noise_fn()
         out.append(sampler(denoiser, x, sigmas, noise_fn, progress=progress, **options).float().cpu())
+        log.advance(len(gens), done)
+        log.unit_done(done + 1)
     return torch.cat(out)

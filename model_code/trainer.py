@@ -23,6 +23,7 @@ from . import checkpoint, metrics, plotting
 from .distributed import Context
 from .errors import UserError
 from .files import trim_jsonl
+from .progress import LogLines
 from .samplers import generate
 
 
@@ -42,7 +43,8 @@ class TrainSettings:
     sampler_options: dict = field(default_factory=dict)
     sampling_sigmas: object = None   # the sampler's decreasing sigma grid (tensor)
     tensorboard: bool = True
-    progress: bool = True
+    progress: bool = True            # tqdm bars (a terminal)
+    log_lines: bool = False          # plain progress lines (a log file), see progress.py
     max_minutes: float | None = None
 
 
@@ -96,7 +98,12 @@ class Trainer:
         self.stop_requested = False
         self.real_stats = metrics.sample_stats(valid_data, settings.kind)
         self.floor = metrics.floor_metrics(valid_data, settings.kind, seed=settings.seed)
+        # The floor and its bootstrap 5th-95th percentile interval, written with every recorded row.
+        self.floor_columns = metrics.floor_columns(self.floor, metrics.floor_interval(
+            valid_data, settings.kind, seed=settings.seed, real_stats_cached=self.real_stats,
+            warn=self.dist.is_main))
         self.writer = None
+        self.log = LogLines("train", "epoch", settings.epochs, enabled=False)
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict:
@@ -154,6 +161,7 @@ class Trainer:
             signal.signal(sig, self.request_stop)
         bar = tqdm(range(self.epoch + 1, self.s.epochs + 1), desc="epochs", disable=not self.progress,
                    initial=self.epoch, total=self.s.epochs)
+        self.log = LogLines("train", "epoch", self.s.epochs, done=self.epoch, enabled=self.s.log_lines and main)
         began = time.time()
         for epoch in bar:
             start = time.time()
@@ -164,8 +172,12 @@ class Trainer:
             # Rank 0's clock decides, so every rank stops after the same epoch.
             out_of_time = self.dist.broadcast_flag(
                 self.s.max_minutes is not None and time.time() - began > 60 * self.s.max_minutes)
+            self.log.unit_done(epoch, step=self.step, loss=loss, loss_valid=row["loss_valid"])
             if epoch % self.s.record_interval == 0 or epoch == self.s.epochs or out_of_time:
-                row.update(self.record(epoch))
+                values = self.record(epoch)
+                row.update(values)
+                self.log.metrics(epoch, {k: v for k, v in values.items() if k in metrics.METRIC_NAMES
+                                         or k.endswith("_x_floor")})
             row["time"] = time.time() - start
             if main:
                 self.write_row(row)
@@ -212,6 +224,7 @@ class Trainer:
             self.batches_done += 1
             self.epoch_loss[0] += total
             self.epoch_loss[1] += n
+            self.log.advance(n, epoch - 1, step=self.step, loss=self.epoch_loss[0] / self.epoch_loss[1])
             if self.writer is not None:
                 self.writer.add_scalar("train/loss_step", total / n, self.step)
             if stops > 0:
@@ -267,9 +280,10 @@ class Trainer:
         samples = self.dist.gather_cat(mine)
         values = metrics.validation_metrics(self.valid_data, samples, self.s.kind, self.real_stats)
         values.update(metrics.relative_to_floor(values, self.floor))
+        values.update(self.floor_columns)
         if self.dist.is_main:
             plotting.plot_fields(samples[:self.s.n_plot], self.savedir / "samples" / f"{epoch}", kind=self.s.kind,
-                                 suptitle=f"epoch {epoch}, w_total = {values['w_total']:.4g}")
+                                 suptitle=f"epoch {epoch}: {plotting.floor_caption(values, 'w_total')}")
         for name in metrics.METRIC_NAMES:
             value = values.get(name)
             if value is not None and math.isfinite(value) and value < self.best[name]:

@@ -109,11 +109,14 @@ def test_eval_modes_on_the_run(trained, data_dir):
         proc = run(["bash", "exps/launch_eval.sh", "sbgm", "tiny/e2e", f"--mode={mode}", "--Ntest=6", "--quiet"], env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     out = run_dir / "eval"
-    gen = json.loads((out / "generate" / "metrics.json").read_text())
-    sr = json.loads((out / "superres" / "metrics.json").read_text())
+    # one folder per evaluation, named after its settings (eval.py evaluation_name)
+    folders = {"generate": out / "generate-w_total-annealed_langevin-T1",
+               "superres": out / "superres-w_total-annealed_langevin-T1-x2"}
+    gen = json.loads((folders["generate"] / "metrics.json").read_text())
+    sr = json.loads((folders["superres"] / "metrics.json").read_text())
     assert gen["resolution"] == [16, 16] and sr["resolution"] == [32, 32] and sr["factor"] == 2
     assert gen["checkpoint"] == "model.w_total.pt" and gen["n"] == 6
-    samples = np.load(out / "superres" / "samples.npz")
+    samples = np.load(folders["superres"] / "samples.npz")
     assert samples["samples"].shape == (6, 2, 32, 32) and np.isfinite(samples["samples"]).all()
     # The per-sample statistics stored are those of the stored samples.
     again = metrics.circular_stats(torch.from_numpy(samples["samples"]))
@@ -122,14 +125,14 @@ def test_eval_modes_on_the_run(trained, data_dir):
     proc = run([sys.executable, "eval.py", "--exp_name", str(run_dir), "--mode", "generate", "--Ntest", "4",
                 "--sampler", "heun_ode", "--steps", "4", "--savedir", str(out / "heun"), "--quiet"], env)
     assert proc.returncode == 0, proc.stderr
-    heun = json.loads((out / "heun" / "generate" / "metrics.json").read_text())
+    heun = json.loads((out / "heun" / "generate-w_total-heun_ode-steps4" / "metrics.json").read_text())
     assert heun["sampler"] == "heun_ode" and heun["nfe"] == 7
     for name, nfe in (("dpm_solver_2m", 4), ("predictor_corrector", 7)):
         proc = run([sys.executable, "eval.py", "--exp_name", str(run_dir), "--mode", "generate", "--Ntest", "2",
                     "--sampler", name, "--steps", "4", "--sigma_min", "0.1", "--savedir", str(out / name),
                     "--quiet"], env)
         assert proc.returncode == 0, proc.stderr
-        summary = json.loads((out / name / "generate" / "metrics.json").read_text())
+        summary = json.loads((out / name / f"generate-w_total-{name}-steps4-smin0.1" / "metrics.json").read_text())
         assert summary["nfe"] == nfe
         assert len(summary["sigmas"]) == 4 and summary["sigmas"][-1] == pytest.approx(0.1)   # the grid's new end
     proc = run([sys.executable, "eval.py", "--exp_name", str(run_dir), "--mode", "generate", "--sampler",
@@ -138,7 +141,7 @@ def test_eval_modes_on_the_run(trained, data_dir):
     assert gen["sampler"] == "annealed_langevin" and gen["nfe"] == 6 * 1 + 1
     for mode in ("generate", "superres"):
         for fig in ("samples", "mean_sample", "final_stats"):
-            assert (out / mode / f"{fig}.png").is_file(), (mode, fig)
+            assert (folders[mode] / f"{fig}.png").is_file(), (mode, fig)
 
 
 def test_eval_rebuilds_from_checkpoint_alone(trained, data_dir, tmp_path):
@@ -150,7 +153,7 @@ def test_eval_rebuilds_from_checkpoint_alone(trained, data_dir, tmp_path):
     proc = run([sys.executable, "eval.py", "--exp_name", str(lonely), "--mode", "generate", "--Ntest", "4",
                 "--quiet"], env_for(data_dir, tmp_path))
     assert proc.returncode == 0, proc.stderr
-    assert (lonely / "eval" / "generate" / "samples.npz").is_file()
+    assert (lonely / "eval" / "generate-w_total-annealed_langevin-T1" / "samples.npz").is_file()
 
 
 def test_user_mistakes_end_in_one_line(trained, data_dir, tmp_path):

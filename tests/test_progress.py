@@ -109,3 +109,20 @@ def test_a_log_file_gets_plain_progress_lines_and_quiet_none(system, tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     assert not re.search(r"^\[\d\d:\d\d:\d\d\] ", quiet.stderr, re.M), quiet.stderr
+
+
+def test_a_long_evaluation_prints_plain_lines_to_a_log(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    subprocess.run([sys.executable, *GRF, str(run), "--quiet", "epochs=1"], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=300)
+    cmd = [sys.executable, "eval.py", "--exp_name", str(run), "--mode", "generate", "--Ntest", "6",
+           "--val_batch_size", "2", "--checkpoint", "model.pt"]
+    with open(tmp_path / "err.log", "w") as err:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stderr=err, stdout=subprocess.PIPE, timeout=300)
+    log = (tmp_path / "err.log").read_text()
+    assert proc.returncode == 0, log[-2000:]
+    assert "generate batch 1/3" in log and "generate batch 3/3" in log, log
+    quiet = subprocess.run(cmd + ["--quiet", "--tag", "again"], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert quiet.returncode == 0 and "generate batch" not in quiet.stderr, quiet.stderr
