@@ -1,7 +1,6 @@
 """eval.py: one folder per evaluation, nothing overwritten without --overwrite, one writer per folder,
 positive counts, and a clear word when a folder belongs to another system."""
 import json
-import os
 import subprocess
 import sys
 import time
