@@ -46,13 +46,7 @@ def parse_args(argv=None):
     parser.add_argument("--quiet", action="store_true",
                         help="no progress output (bars on a terminal; plain lines, at most one a minute, in a log)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, applied last")
-    # Overrides may come before, between or after the flags.
-    args, rest = parser.parse_known_args(argv)
-    bad = [a for a in rest if a.startswith("-") or "=" not in a]
-    if bad:
-        parser.error(f"unrecognized arguments: {' '.join(bad)}")
-    args.overrides = list(args.overrides) + rest
-    return args
+    return config_mod.parse_with_overrides(parser, argv)
 
 
 def main(argv=None) -> int:

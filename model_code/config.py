@@ -479,3 +479,18 @@ def _lookup(values, parts):
         except (KeyError, IndexError, TypeError):
             return False, None
     return True, values
+
+
+def parse_with_overrides(parser, argv):
+    """argparse with `key=value` overrides allowed before, between or after the flags.
+
+    The parser declares a positional `overrides` (nargs='*'); argparse alone takes only one
+    unbroken run of positionals, so the rest is collected here, and anything else unknown
+    is argparse's usual error.
+    """
+    args, rest = parser.parse_known_args(argv)
+    bad = [a for a in rest if a.startswith("-") or "=" not in a]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    args.overrides = list(args.overrides) + rest
+    return args

@@ -227,13 +227,9 @@ def parse_train_args(argv):
     p.add_argument("--quiet", action="store_true",
                    help="no progress output (a bar on a terminal; plain lines, at most one a minute, in a log)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. training.n_iters=100")
-    # Overrides may come before, between or after the flags.
-    args, rest = p.parse_known_args(argv)
-    bad = [a for a in rest if a.startswith("-") or "=" not in a]
-    if bad:
-        p.error(f"unrecognized arguments: {' '.join(bad)}")
-    args.overrides = list(args.overrides) + rest
-    return args
+    from .config import parse_with_overrides
+
+    return parse_with_overrides(p, argv)
 
 
 def _check_workdir(workdir: Path, cfg) -> Optional[Path]:

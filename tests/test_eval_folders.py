@@ -12,7 +12,7 @@ import torch
 
 from model_code import build, config, run_dir
 from model_code.errors import UserError
-from model_code.image_runs import folder_system, train_main
+from model_code.image_runs import folder_system
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -23,10 +23,6 @@ TINY = ["dataset=grf", "resolution=8", "npad=0", "grf_n_train=16", "grf_n_valid=
         "n_layers=2", "n_modes=3", "embedding_dim=8", "n_plot=2", "tensorboard=false"]
 DEFAULT = "generate-w_total-annealed_langevin-T1"
 DPM = "generate-w_total-dpm_solver_2m-steps5"
-HEAT_CONFIG = str(ROOT / "configs" / "digits" / "default_digits_configs.yaml")
-HEAT_TINY = ["model.unet.model_channels=8", "model.K=5", "training.batch_size=16", "training.n_eval=16",
-             "eval.batch_size=16", "training.n_iters=3", "training.n_samples=4", "model.unet.num_heads=1"]
-
 
 @pytest.fixture(scope="module")
 def field_run(tmp_path_factory):
@@ -192,14 +188,6 @@ def test_heat_and_toy_folders_are_named_with_their_modes(tmp_path):
         with pytest.raises(UserError, match="toy run folder"):
             eval_script.main(["--mode", mode, "--workdir", str(toy), "--fid_weights", "x.pt"])
     assert not (heat / "eval").exists() and not (toy / "eval").exists()
-
-
-@pytest.fixture(scope="module")
-def heat_run(tmp_path_factory):
-    torch.set_num_threads(1)
-    work = tmp_path_factory.mktemp("heat") / "run"
-    assert train_main(["--config", HEAT_CONFIG, "--workdir", str(work), "--quiet", *HEAT_TINY]) == 0
-    return work
 
 
 def test_heat_elbo_results_are_not_overwritten(heat_run, tmp_path):

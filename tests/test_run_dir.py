@@ -224,3 +224,12 @@ def test_a_second_train_py_on_the_same_folder_stops_at_once_and_writes_nothing(s
     finally:
         first.kill()
         first.wait()
+
+
+def test_a_first_start_without_data_leaves_no_run_folder(tmp_path):
+    run = tmp_path / "results" / "demo" / "1"
+    proc = subprocess.run([sys.executable, "train.py", "--cfg", "exps/json/quickstart.json", "--savedir", str(run)],
+                          cwd=ROOT, env={**os.environ, "DATA_DIR": str(tmp_path / "no-data")}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "results").exists()

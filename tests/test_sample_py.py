@@ -13,23 +13,13 @@ from PIL import Image
 from model_code.errors import UserError
 from model_code.image_runs import train_main
 
+from conftest import HEAT_CONFIG as CONFIG, HEAT_K as K, HEAT_TINY as TINY
+
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = str(ROOT / "configs" / "digits" / "default_digits_configs.yaml")
-K = 5
-TINY = ["model.unet.model_channels=8", f"model.K={K}", "training.batch_size=16", "training.n_eval=16",
-        "eval.batch_size=16", "training.n_iters=3", "training.n_samples=4", "model.unet.num_heads=1"]
 
 _spec = importlib.util.spec_from_file_location("sample_script", ROOT / "sample.py")
 sample_script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(sample_script)
-
-
-@pytest.fixture(scope="module")
-def heat_run(tmp_path_factory):
-    torch.set_num_threads(1)
-    work = tmp_path_factory.mktemp("runs") / "heat"
-    assert train_main(["--config", CONFIG, "--workdir", str(work), "--quiet", *TINY]) == 0
-    return work
 
 
 def _sample(work, *flags):
