@@ -68,7 +68,8 @@ def main(argv=None) -> int:
     dist = distributed.initialise(device)
     try:
         # One writer per run folder: a second launch on the same --savedir stops here.
-        with run_dir.claim_on_main(dist, savedir, "train.py"):
+        with run_dir.claim_on_main(dist, savedir, "train.py",
+                                   made_by_launcher=os.environ.get("RUN_DIR_FROM_LAUNCHER") == "1"):
             return _train(cli, args, savedir, argv, dist, device)
     finally:
         distributed.shutdown()

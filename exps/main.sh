@@ -82,7 +82,6 @@ else
     RUN_ID="$(date +%Y%m%d-%H%M%S)-$$"
 fi
 RUN_DIR="${SAVEDIR}/${NAME}/${RUN_ID}"
-mkdir -p "${RUN_DIR}"
 echo "run folder: ${RUN_DIR}"
 
 # A batch job with several tasks (sbatch --ntasks=N) starts one train.py per task
@@ -104,6 +103,13 @@ if [ "${RUN_LOCAL}" = 1 ]; then
 fi
 
 # ---- copy the code into the run folder ----------------------------------------
+# train.py holds the run folder (one writer) and creates it; only the code copy below is
+# written before it starts. A folder made here for that copy is removed again by train.py
+# if its first start fails (RUN_DIR_FROM_LAUNCHER), like a folder train.py made itself.
+if [ ! -d "${RUN_DIR}" ]; then
+    mkdir -p "${RUN_DIR}"
+    export RUN_DIR_FROM_LAUNCHER=1
+fi
 CODE_DIR="${RUN_DIR}/code"
 if [ -d "${CODE_DIR}" ]; then
     echo "reusing the code copy in ${CODE_DIR} (requeued or resumed run)"

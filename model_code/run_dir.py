@@ -40,6 +40,8 @@ from pathlib import Path
 from .errors import UserError
 
 LOCK_NAME = "writer.lock"
+# What exps/main.sh writes into a new run folder before train.py starts (the code copy).
+LAUNCHER_FILES = ("code", "code.partial", "git_commit.txt", "git_diff.patch", "git_status.txt")
 HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 300.0          # another host's lock with no heartbeat for this long is dead
 PREDECESSOR_WAIT_SECONDS = 180.0
@@ -258,41 +260,48 @@ def _make_folder(folder: Path) -> list[Path]:
     return created
 
 
-def _only_lock_left(folder: Path) -> bool:
+def _only_lock_left(folder: Path, ignore=()) -> bool:
     if not folder.is_dir():
         return True
-    return all(p.name in (LOCK_NAME, f"{LOCK_NAME}.takeover") for p in folder.iterdir())
+    return all(p.name in (LOCK_NAME, f"{LOCK_NAME}.takeover", *ignore) for p in folder.iterdir())
 
 
 @contextmanager
-def claim(folder, owner: str, **lock_options):
+def claim(folder, owner: str, made_by_launcher: bool = False, **lock_options):
     """Create `folder` if needed and hold its writer lock for the body.
 
     If the body raises while the folder holds nothing but the lock, the folders this
     call created are removed again (never a folder that existed before).
+    made_by_launcher: the launcher created `folder` just now for its code copy (exps/main.sh
+    says so in RUN_DIR_FROM_LAUNCHER); it counts as created here, and the copy as nothing.
     """
     folder = Path(folder)
     created = _make_folder(folder)
+    ignore = ()
+    if made_by_launcher and not created:
+        created, ignore = [folder], LAUNCHER_FILES
     lock = WriterLock(folder, owner, **lock_options)
     try:
         lock.acquire()
+    except RunFolderBusy:
+        raise                               # another writer's folder: never removed
     except BaseException:
-        _remove_created(created)
+        _remove_created(created, ignore)
         raise
     try:
         yield lock
     except BaseException:
         lock.release()
-        if created and _only_lock_left(folder):
-            _remove_created(created)
+        if created and _only_lock_left(folder, ignore):
+            _remove_created(created, ignore)
         raise
     lock.release()
 
 
-def _remove_created(created: list[Path]) -> None:
+def _remove_created(created: list[Path], ignore=()) -> None:
     if not created:
         return
-    if _only_lock_left(created[0]):
+    if _only_lock_left(created[0], ignore):
         shutil.rmtree(created[0], ignore_errors=True)
     for parent in created[1:]:
         try:

@@ -122,7 +122,8 @@ def test_run_local_three_arg_form(sb):
                RUN_LOCAL=1)
     assert r.returncode == 0, r.stderr
     (call,) = sb.calls()
-    (run,) = run_dirs(sb, "exp1")
+    run = Path(call["argv"][4])            # RUN_LOCAL: train.py creates (and holds) the folder itself
+    assert run.parent == sb.savedir / "exp1"
     assert call["argv"] == ["train.py", "--cfg", str(sb.exps / "json" / "quick.json"),
                             "--savedir", str(run), "lr=0.1", "--quiet"]
     assert Path(call["cwd"]) == sb.root            # runs from the repo root
@@ -136,7 +137,7 @@ def test_two_arg_form_from_repo_root(sb):
     r = sb.run("main.sh", "exp2", "exps/json/quick.json", cwd=sb.root, RUN_LOCAL=1)
     assert r.returncode == 0, r.stderr
     (call,) = sb.calls()
-    (run,) = run_dirs(sb, "exp2")
+    run = Path(call["argv"][4])
     assert call["argv"][:5] == ["train.py", "--cfg", str(sb.exps / "json" / "quick.json"),
                                 "--savedir", str(run)]
     assert run.parent == sb.savedir / "exp2"
@@ -154,10 +155,8 @@ def test_run_id_is_unique_without_slurm(sb):
     for _ in range(2):
         r = sb.run("main.sh", "sbgm", "u", "json/quick.json", RUN_LOCAL=1)
         assert r.returncode == 0, r.stderr
-    dirs = run_dirs(sb, "u")
-    assert len(dirs) == 2
     saved = [c["argv"][4] for c in sb.calls()]
-    assert saved[0] != saved[1]
+    assert saved[0] != saved[1] and all(Path(s).parent == sb.savedir / "u" for s in saved)
 
 
 def test_slurm_job_id_names_the_folder(sb):
@@ -313,7 +312,7 @@ def test_launch_exp_with_bash_runs_main(sb):
     assert r.returncode == 0, r.stderr
     (call,) = sb.calls()
     assert call["argv"][0] == "train.py" and call["argv"][-1] == "a=1"
-    assert run_dirs(sb, "le")
+    assert Path(call["argv"][4]).parent == sb.savedir / "le"
 
 
 @pytest.mark.parametrize("submit_from_root", [False, True])

@@ -233,3 +233,15 @@ def test_a_first_start_without_data_leaves_no_run_folder(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("run_local", ["1", "0"])
+def test_a_failed_first_start_through_main_sh_leaves_no_run_folder(run_local, tmp_path):
+    """exps/main.sh, in place (RUN_LOCAL=1) and with its code copy: nothing is left of a start without data."""
+    env = {**os.environ, "RUN_LOCAL": run_local, "SAVEDIR": str(tmp_path / "results"), "PYTHON": sys.executable,
+           "DATA_DIR": str(tmp_path / "no-data"), "NO_VENV_ACTIVATE": "1", "SLURM_JOB_ID": "42"}
+    proc = subprocess.run(["bash", "exps/main.sh", "sbgm", "nodata", "json/quickstart.json"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "does not exist" in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "results" / "nodata" / "42").exists()
