@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -108,13 +109,16 @@ def ci_run(cluster, tmp_path_factory):
     return {"run": savedir / "ci" / train, "logs": logs, "train": train, "eval": evaluate}
 
 
+EVAL = "eval/generate-w_total-annealed_langevin-T1"      # eval.py's folder for json/ci.json's defaults
+
+
 def test_ci_experiment_and_its_evaluation_run_as_slurm_jobs(ci_run):
     run = ci_run["run"]
     for name in ("config.json", "model.pt", "model.w_total.pt", "provenance.json", "git_commit.txt",
-                 "code/train.py", "samples/4.png", "eval/generate/metrics.json", "eval/generate/samples.npz"):
+                 "code/train.py", "samples/4.png", f"{EVAL}/metrics.json", f"{EVAL}/samples.npz"):
         assert (run / name).exists(), name
     assert [r["epoch"] for r in results(run)] == [1, 2, 3, 4]
-    metrics = json.loads((run / "eval/generate/metrics.json").read_text())["metrics"]
+    metrics = json.loads((run / EVAL / "metrics.json").read_text())["metrics"]
     assert metrics["n_nonfinite"] == 0 and metrics["w_total"] > 0
     assert f"run folder: {run}" in log(ci_run["logs"], ci_run["train"])
 
@@ -141,11 +145,20 @@ def test_usr1_checkpoints_requeues_and_the_job_resumes_exactly(cluster, tmp_path
     while time.time() < deadline and _node_state() not in ("idle", "mix"):
         time.sleep(0.5)
     time.sleep(2)
+    assert not (run / "writer.lock").exists()           # the stopped job released its folder
+    # As if the first run had been killed before it could release it (kill -9, node failure).
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (run / "writer.lock").write_text(json.dumps({
+        "owner": "train.py", "host": socket.gethostname(), "pid": gone.pid, "pid_start": "1", "job_id": job_id,
+        "restart": 0, "since": time.time() - 60, "heartbeat": time.time(), "token": "first-run"}))
     subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True)
     info = wait_for(job_id, ("COMPLETED",), timeout=300)
     text = log(logs, job_id)
     assert info["ExitCode"] == "0:0", text
     assert "requeued" in text and f"resuming {run} after epoch {stopped['epoch']}" in text
+    assert f"took over the lock of {run} from train.py, pid {gone.pid}" in text
+    assert not (run / "writer.lock").exists()
     assert [r["epoch"] for r in results(run)] == list(range(1, 17))          # each epoch once
     assert len(json.loads((run / "provenance.json").read_text())) == 2     # one entry per start
 
