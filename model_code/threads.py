@@ -54,9 +54,17 @@ def choose(requested: int | None = None, env=None, cores: int | None = None) -> 
 
 
 def apply(requested: int | None = None) -> dict:
-    """Set torch's intra-op thread count; returns {'threads', 'threads_from'} for provenance.json."""
+    """Set torch's intra-op thread count; returns {'threads', 'threads_from'} for provenance.json.
+
+    Without the config key the count is only ever lowered: raising it in a process forked
+    from one whose OpenMP pool already ran (multiprocessing's fork start method) hangs the
+    child in libgomp, and torch's own default never exceeds the machine's cores anyway.
+    """
     import torch
 
     n, source = choose(requested)
+    current = torch.get_num_threads()
+    if not requested and n > current:
+        n, source = current, f"{source} asked {n}; kept torch's {current} (only lowered)"
     torch.set_num_threads(n)
     return {"threads": n, "threads_from": source}

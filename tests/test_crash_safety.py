@@ -49,7 +49,8 @@ def _train_in_child(savedir: str, slow_writes: bool) -> None:
     os.chdir(ROOT)
     import train
     # Training, not start-up, takes most of the time, so kills land at every stage of a run.
-    os._exit(train.main(["--savedir", savedir, "--quiet", *TINY, "epochs=25", "record_interval=10"]))
+    # threads=1: a forked child must not raise the thread count of the parent's OpenMP pool (it hangs).
+    os._exit(train.main(["--savedir", savedir, "--quiet", *TINY, "epochs=25", "record_interval=10", "threads=1"]))
 
 
 def start(savedir: Path, slow_writes=False):

@@ -53,3 +53,22 @@ def test_train_py_records_the_thread_count_and_its_source_in_provenance(tmp_path
     # The config key wins, and changing it does not stop a run from resuming.
     assert _provenance_threads(tmp_path / "b", {"OMP_NUM_THREADS": "1"}, "threads=2") == \
         (2, "config key threads")
+
+
+def test_without_the_config_key_the_count_is_only_lowered(monkeypatch):
+    import torch
+
+    from model_code import threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        info = threads.apply()
+        assert info["threads"] == 1 == torch.get_num_threads() and "only lowered" in info["threads_from"]
+        assert threads.apply(2)["threads"] == 2 == torch.get_num_threads()      # the config key may raise it
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+        assert threads.apply() == {"threads": 1, "threads_from": "SLURM_CPUS_PER_TASK"}
+    finally:
+        torch.set_num_threads(before)
