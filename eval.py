@@ -166,7 +166,7 @@ def sample(cli, run: Path, out_root: Path, factor: int) -> int:
     resolution = tuple(real.shape[-2:])
     progress = not cli.quiet and sys.stderr.isatty()
     seeds = [cli.seed + k for k in range(n)]
-    with run_dir.lock(out, owner="eval.py"):
+    with run_dir.claim(out, owner="eval.py"):
         _refuse_existing(out, cli)
         print(f"{cli.mode}: {n} samples at {resolution[0]}x{resolution[1]} from {ckpt_path} "
               f"(epoch {state['epoch']}, {'EMA' if not cli.no_ema and state.get('ema') else 'raw'} weights, "
@@ -235,7 +235,7 @@ def plot(out: Path, tag=None) -> int:
     if not done:
         raise UserError(f"nothing to plot in {out}: run --mode generate (or superres) first")
     for folder in done:
-        with run_dir.lock(folder, owner="eval.py"):
+        with run_dir.claim(folder, owner="eval.py"):
             data = np.load(folder / "samples.npz")
             summary = json.loads((folder / "metrics.json").read_text())
             kind, values, mode = summary["kind"], summary["metrics"], summary["mode"]

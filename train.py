@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     from model_code import build, distributed, run_dir, threads
 
     # CPU threads from the allocation (config `threads`, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, cores / ranks).
-    cli.threads = threads.apply(getattr(args, "threads", None))
+    cli.threads = threads.apply(args.threads)
     # torchrun / srun: join the process group (gloo on CPU, nccl on CUDA); alone: a no-op.
     device = distributed.rank_device(build.resolve_device(args.device))
     dist = distributed.initialise(device)
@@ -124,8 +124,6 @@ def _yaml_entry_point(argv):
             break
     if path is None:
         return None
-    if not Path(path).is_file():
-        raise UserError(f"config file not found: {path}")
     # One line with file, line and column for a YAML syntax error; a top level that is no mapping too.
     system = config_mod.load_yaml(path).get("system", "levels")
     if system == "toy":

@@ -197,7 +197,7 @@ def _check_keys(values: dict, source: str) -> None:
             raise UserError(f"unknown config key '{key}' in {source}{hint}")
 
 
-def _override(item: str) -> dict:
+def override_item(item: str) -> dict:
     """One `key=value` command-line argument as a (nested) dict, OmegaConf dot-list syntax."""
     if "=" not in item:
         raise UserError(f"override '{item}' is not of the form key=value")
@@ -222,7 +222,7 @@ def load(path: Optional[str], overrides: list[str] = ()) -> Arguments:
 
     values = _read_file(Path(path)) if path else {}
     _check_keys(values, str(path))
-    cli = [(item, _override(item)) for item in overrides]
+    cli = [(item, override_item(item)) for item in overrides]
     for _, value in cli:
         _check_keys(value, "the command line")
     conf = merge_checked(OmegaConf.structured(Arguments), values, Arguments, str(path))

@@ -312,8 +312,7 @@ def _train(args, cfg, workdir: Path) -> int:
             running.append(run.train_step())
             bar.update(1)
             step = run.step
-            log.advance(t.batch_size, step - 1)
-            log.unit_done(step, loss=sum(running) / len(running))      # at most one line a minute
+            log.tick(t.batch_size, step, loss=sum(running) / len(running))      # at most one line a minute
             if step % t.log_freq == 0:
                 _log(workdir, {"step": step, "loss": sum(running) / len(running),
                                "lr": run.optimizer.param_groups[0]["lr"], "time": round(time.time() - began, 2)})
@@ -529,7 +528,7 @@ def _write_result(out_dir: Path, mode: str, param_name: str, result: dict, overw
     deadline = time.time() + wait
     while True:
         try:
-            with run_dir.lock(out_dir, owner="eval.py"):
+            with run_dir.claim(out_dir, owner="eval.py"):
                 _refuse_existing_result(path, mode, param_name, overwrite)
                 table = json.loads(path.read_text()) if path.exists() else {}
                 table[param_name] = result
@@ -558,8 +557,7 @@ def elbo_of(run: LoadedRun, images: torch.Tensor, delta: float, batch_size: int,
         batch = images[i:i + batch_size]
         terms.append(negative_elbo_terms(run.model, run.fmap, run.prior, batch.to(run.device),
                                          run.cfg.model.sigma, delta, run.levels, g))
-        log.advance(len(batch), done)
-        log.unit_done(done + 1)
+        log.tick(len(batch), done + 1)
     return elbo_summary(torch.cat(terms), images[0].numel())
 
 
@@ -575,8 +573,7 @@ def generate(run: LoadedRun, n: int, delta: float, batch_size: int, seed: int, l
         seeds = [seed + j for j in range(i, min(n, i + batch_size))]
         u_K, noise = initial_and_noise("random", run.prior, run.fmap.K, seeds)
         out.append(sample_levels(run.model, u_K, noise, delta, run.fmap.K, device=run.device)[0])
-        log.advance(len(seeds), done)
-        log.unit_done(done + 1)
+        log.tick(len(seeds), done + 1)
     return torch.cat(out)
 
 

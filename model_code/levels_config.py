@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from .config import dotlist_item, load_yaml, merge_checked
+from .config import load_yaml, merge_checked, override_item
 from .errors import UserError
 
 
@@ -128,9 +128,7 @@ def load_config(path, overrides=()):
     if path is not None:
         cfg = merge_checked(cfg, load_yaml(path), LevelsConfig, str(path))
     for item in overrides:
-        if "=" not in item:
-            raise UserError(f"override '{item}' is not of the form key=value")
-        value = dotlist_item(item[len("config."):] if item.startswith("config.") else item)
+        value = override_item(item[len("config."):] if item.startswith("config.") else item)
         cfg = merge_checked(cfg, value, LevelsConfig, f"command line: {item}")
     validate(cfg)
     return cfg

@@ -69,6 +69,11 @@ class LogLines:
         parts.append(f"ETA {_clock(eta) if left > 0 else '0:00:00'}")
         return " | ".join(parts)
 
+    def tick(self, samples: int, done: int, **fields) -> None:
+        """A short unit (a step, a batch) of `samples` samples ended; unit_done's line rules apply."""
+        self.samples += int(samples)
+        self.unit_done(done, **fields)
+
     def advance(self, samples: int, done: int, **fields) -> None:
         """Inside unit done + 1: count samples; a line only after `within` seconds without one."""
         self.samples += int(samples)
@@ -78,12 +83,12 @@ class LogLines:
         if since >= self.within:
             self._print(self._line(done, fields, inside=True))
 
-    def unit_done(self, done: int, force: bool = False, **fields) -> None:
+    def unit_done(self, done: int, **fields) -> None:
         """At the end of unit `done` (1-based): a line if it is the first or last, or a minute has passed."""
         if not self.enabled:
             return
         first = self.last_line is None
-        due = first or done >= self.total or force or self.clock() - self.last_line >= self.every
+        due = first or done >= self.total or self.clock() - self.last_line >= self.every
         if due:
             self._print(self._line(done, fields))
 
@@ -100,7 +105,3 @@ class LogLines:
         shown = " ".join(f"{k} {_value(v)}" for k, v in values.items()
                          if isinstance(v, (int, float)) and not isinstance(v, bool))
         self._print(f"{label} {self.unit} {done}: {shown}")
-
-    def message(self, text: str) -> None:
-        if self.enabled:
-            self._print(text)

@@ -339,5 +339,3 @@ def claim_on_main(dist, folder, owner: str, **lock_options):
     else:
         holding.__exit__(None, None, None)
 
-
-lock = claim

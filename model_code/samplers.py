@@ -279,6 +279,5 @@ def generate(denoiser, noise, sigmas, n: int, resolution, seeds, batch_size: int
 
         x = sigma_1 * noise_fn()
         out.append(sampler(denoiser, x, sigmas, noise_fn, progress=progress, **options).float().cpu())
-        log.advance(len(gens), done)
-        log.unit_done(done + 1)
+        log.tick(len(gens), done + 1)
     return torch.cat(out)

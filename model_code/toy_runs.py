@@ -121,16 +121,13 @@ def load_config(paths, overrides=()):
     """
     from omegaconf import OmegaConf
 
-    from .config import dotlist_item, load_yaml, merge_checked
+    from .config import load_yaml, merge_checked, override_item
 
     cfg = OmegaConf.structured(ToyConfig)
     for p in paths:
         cfg = merge_checked(cfg, load_yaml(p), ToyConfig, str(p))
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise UserError(f"overrides must be key=value, got {bad[0]!r}")
     for item in overrides:
-        cfg = merge_checked(cfg, dotlist_item(item), ToyConfig, f"command line: {item}")
+        cfg = merge_checked(cfg, override_item(item), ToyConfig, f"command line: {item}")
     validate(cfg)
     return cfg
 
@@ -356,8 +353,7 @@ def train(cfg: dict, workdir: Path, quiet: bool = False) -> dict:
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v
         count += 1
-        log.advance(tc["batch_size"], step - 1)
-        log.unit_done(step, **{k: v / count for k, v in sums.items()})     # at most one line a minute
+        log.tick(tc["batch_size"], step, **{k: v / count for k, v in sums.items()})   # at most one line a minute
         if step % tc["log_every"] == 0 or step == tc["steps"]:
             last = {k: v / count for k, v in sums.items()}
             first_loss = last["dsm"] if first_loss is None else first_loss

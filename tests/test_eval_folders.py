@@ -134,7 +134,7 @@ def test_a_folder_held_by_another_live_process_is_refused(field_run, tmp_path):
     ready = tmp_path / "ready"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time, pathlib; from model_code import run_dir\n"
-         "with run_dir.lock(sys.argv[1], owner='holder'):\n"
+         "with run_dir.claim(sys.argv[1], owner='holder'):\n"
          "    pathlib.Path(sys.argv[2]).touch(); time.sleep(60)\n", str(folder), str(ready)], cwd=ROOT)
     try:
         deadline = time.time() + 30
