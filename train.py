@@ -1,21 +1,23 @@
 #!/usr/bin/env python
-"""Train a score-based diffusion model in function space.
+"""Train any system of the project from its config: a forward process, a network, one loop.
 
-    python train.py --cfg exps/json/quickstart.json --savedir results/demo/1 [key=value ...]
-    torchrun --nproc_per_node=N train.py ...    (or srun --ntasks=N python train.py ...)
-    python train.py --config configs/digits/default_digits_configs.yaml --workdir runs/digits/heat [k=v ...]
-    python train.py --config configs/toy/base_config.yaml --config configs/toy/none/specific_config.yaml
-        --workdir runs/toy/none [k=v ...]          (what configs/toy/<experiment>/run.sh does)
+    python train.py --config FILE [FILE ...] --savedir DIR [key=value ...]
+    torchrun --nproc_per_node=N train.py ...       (or srun --ntasks=N python train.py ...)
+    bash exps/main.sh NAME FILE [key=value ...]    (workstation: RUN_LOCAL=1; Slurm: sbatch exps/launch_exp.sh)
 
---config runs the OmegaConf YAML systems (heat / linear-transform images, the two-atom toy
-problem; `python train.py --config FILE --workdir DIR --help` lists their flags); the rest of
-this help is about the function-space score models (--cfg).
+Examples:
+    python train.py --config exps/json/quickstart.json --savedir results/demo/1
+    python train.py --config configs/starter/rectified_flow_digits.yaml --savedir runs/starter/rf
+    python train.py --config configs/digits/default_digits_configs.yaml --savedir runs/digits/heat
+    python train.py --config configs/toy/base_config.yaml configs/toy/none/specific_config.yaml --savedir runs/toy/none
 
-The experiment file (json or yaml) overrides the documented defaults of `Arguments`
-(model_code/config.py); `key=value` arguments override the file. Data comes from
-$DATA_DIR. A run folder that already holds model.pt with the same config resumes.
-Under torchrun or srun, N processes split each global batch (batch_size) and each
-validation round between them and train exactly as one process would; rank 0 writes.
+Config files (JSON or YAML) are merged in order over the documented schema (docs/config.md,
+or the list below), then the key=value overrides. The published flat JSON keys (sigma_1, L,
+Ntest, d_co_domain, ...), the older heat YAML (model.forward, training.n_iters, ...) and toy
+YAML (train.lr, regularizer.kind, ...) are accepted as aliases. The older flag spellings
+--cfg and --workdir still work. A run folder that already holds model.pt with the same
+config resumes exactly where it stopped. Under torchrun or srun, N processes split each
+global batch and each evaluation and train exactly as one process would; rank 0 writes.
 """
 import argparse
 import json
@@ -23,79 +25,85 @@ import os
 import sys
 from pathlib import Path
 
-from model_code import config as config_mod
 from model_code.errors import UserError, run_cli
 
-
-# Exit status after a stop signal (SIGUSR1 / SIGTERM) with a checkpoint written; a
-# launcher may requeue the job on it.
+# Exit status after a stop signal (SIGUSR1 / SIGTERM) with a checkpoint written; a launcher may requeue on it.
 PREEMPTED_EXIT = 3
 # Keys that say how this start runs, not what is trained: they may change on resume.
-RUN_SETTINGS = ("threads",)
+RUN_SETTINGS = ("train.threads", "train.max_minutes", "train.device", "train.epochs", "train.steps",
+                "train.tensorboard")
 
 
 def parse_args(argv=None):
-    rows = config_mod.field_help()
+    from model_code import config
+
+    rows = [r for r in config.field_help() if r[1] != "group"]
     width = max(len(r[0]) for r in rows)
-    epilog = "config keys (set in the --cfg file or as key=value; sigmas are standard deviations):\n" + "\n".join(
-        f"  {name:<{width}}  {doc} [{typ}, default {default}]" for name, typ, default, doc in rows)
+    epilog = "config keys (in a --config file or as key=value; docs/config.md has the same list):\n" + "\n".join(
+        f"  {name:<{width}}  {doc} [default {default}]" for name, typ, default, doc in rows)
     parser = argparse.ArgumentParser(description=__doc__, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", help="experiment file (.json or .yaml); keys starting with '_' are comments")
-    parser.add_argument("--savedir", required=True, help="run folder: everything the run writes goes here")
+    parser.add_argument("--config", "--cfg", dest="config", nargs="+", action="append", required=True,
+                        metavar="FILE", help="experiment file(s), .json or .yaml, merged in order; may be repeated "
+                                             "(keys starting with '_' are comments)")
+    parser.add_argument("--savedir", "--workdir", dest="savedir", required=True,
+                        help="run folder: everything the run writes goes here")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress output (bars on a terminal; plain lines, at most one a minute, in a log)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, applied last")
-    return config_mod.parse_with_overrides(parser, argv)
+    args = config.parse_with_overrides(parser, argv)
+    files = [f for group in args.config for f in group]
+    # nargs='+' also swallows the key=value arguments that follow the files.
+    args.config = [f for f in files if "=" not in f or Path(f).suffix in (".json", ".yaml", ".yml")]
+    args.overrides = [f for f in files if f not in args.config] + args.overrides
+    return args
 
 
 def main(argv=None) -> int:
+    from model_code import config
+
     argv = sys.argv[1:] if argv is None else list(argv)
-    yaml_entry = _yaml_entry_point(argv)
-    if yaml_entry is not None:
-        return yaml_entry(argv)
     cli = parse_args(argv)
-    args = config_mod.load(cli.cfg, cli.overrides)
+    cfg = config.load(cli.config, cli.overrides)
     savedir = Path(cli.savedir)
-    _check_run_folder(savedir, args)
+    check_run_folder(savedir, cfg)
 
     from model_code import build, distributed, run_dir, threads
 
-    # CPU threads from the allocation (config `threads`, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, cores / ranks).
-    cli.threads = threads.apply(args.threads)
+    # CPU threads from the allocation (train.threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, cores / ranks).
+    cli.threads = threads.apply(cfg.train.threads)
     # torchrun / srun: join the process group (gloo on CPU, nccl on CUDA); alone: a no-op.
-    device = distributed.rank_device(build.resolve_device(args.device))
+    device = distributed.rank_device(build.resolve_device(cfg.train.device))
     dist = distributed.initialise(device)
     try:
         # One writer per run folder: a second launch on the same --savedir stops here.
         with run_dir.claim_on_main(dist, savedir, "train.py",
                                    made_by_launcher=os.environ.get("RUN_DIR_FROM_LAUNCHER") == "1"):
-            return _train(cli, args, savedir, argv, dist, device)
+            return _train(cli, cfg, savedir, argv, dist, device)
     finally:
         distributed.shutdown()
 
 
-def _train(cli, args, savedir, argv, dist, device) -> int:
-    from model_code import build, checkpoint, provenance
-
+def _train(cli, cfg, savedir, argv, dist, device) -> int:
+    from model_code import build, checkpoint, config, provenance
     from model_code.progress import enabled_for
+    from model_code.trainer import Preempted
 
-    progress = not cli.quiet and sys.stderr.isatty() and dist.is_main
-    trainer = build.build_trainer(args, savedir, os.environ.get("DATA_DIR"), progress=progress,
-                                  dist=dist, device=device, log_lines=enabled_for(cli.quiet, dist.is_main))
+    check_run_folder(savedir, cfg)          # again, now that this process holds the folder
+    trainer = build.build_trainer(cfg, savedir, os.environ.get("DATA_DIR"), dist=dist, device=device,
+                                  progress=not cli.quiet and sys.stderr.isatty() and dist.is_main,
+                                  log_lines=enabled_for(cli.quiet, dist.is_main))
     if dist.is_main:
-        trainer.meta["code"] = provenance.record(savedir, Path(__file__).parent, [sys.argv[0], *argv],
-                                                extra=cli.threads)["code"]
+        provenance.record(savedir, Path(__file__).parent, [sys.argv[0], *argv], extra=cli.threads)
     latest = savedir / "model.pt"
     if latest.exists():
-        trainer.load_state(checkpoint.load(latest, map_location=trainer.device))
+        trainer.load_state(checkpoint.load(latest, map_location=device))
         if dist.is_main:
-            print(f"resuming {savedir} after epoch {trainer.epoch}", file=sys.stderr)
+            print(f"resuming {savedir} at step {trainer.step}", file=sys.stderr)
     # Every rank has read the folder before rank 0 writes to it.
     dist.barrier()
     if dist.is_main:
-        config_mod.save(args, savedir / "config.json")
-    from model_code.trainer import Preempted
+        config.save(cfg, savedir / "config.json")
     try:
         trainer.fit()
     except Preempted as stop:
@@ -103,48 +111,24 @@ def _train(cli, args, savedir, argv, dist, device) -> int:
             print(f"train.py: {stop}; run the same command to resume", file=sys.stderr)
         return PREEMPTED_EXIT
     if dist.is_main:
-        print(f"done: {savedir}" + (f" ({dist.world_size} processes)" if dist.active else ""))
+        print(f"done: {savedir} (step {trainer.step}" + (f", {dist.world_size} processes)" if dist.active else ")"))
     return 0
 
 
-def _yaml_entry_point(argv):
-    """The OmegaConf YAML systems (`--config FILE --workdir DIR`) have their own run loop.
-
-    The first --config file's top-level `system` key picks it: `toy` is the two-atom
-    problem (model_code/toy_runs.py); anything else (the default, `levels`) is the heat /
-    linear-transform image family (model_code/image_runs.py).
-    """
-    path = None
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            path = argv[i + 1]
-            break
-        if arg.startswith("--config="):
-            path = arg.split("=", 1)[1]
-            break
-    if path is None:
-        return None
-    # One line with file, line and column for a YAML syntax error; a top level that is no mapping too.
-    system = config_mod.load_yaml(path).get("system", "levels")
-    if system == "toy":
-        from model_code.toy_runs import train_main
-    elif system == "levels":
-        from model_code.image_runs import train_main
-    else:
-        raise UserError(f"{path}: unknown system '{system}' (toy | levels)")
-    return train_main
-
-
-def _check_run_folder(savedir: Path, args) -> None:
+def check_run_folder(savedir: Path, cfg) -> None:
     """Refuse to mix two different experiments in one folder (nothing is overwritten)."""
+    from model_code import config
+
     saved = savedir / "config.json"
     if (savedir / "model.pt").exists() and saved.exists():
-        old = config_mod.to_dict(config_mod.from_dict(json.loads(saved.read_text()), source=str(saved)))
-        new = config_mod.to_dict(args)
-        diff = [k for k, v in new.items() if old[k] != v and k not in RUN_SETTINGS]
+        try:
+            old = json.loads(saved.read_text())
+        except ValueError:
+            raise UserError(f"{saved} is not valid JSON; choose another --savedir") from None
+        diff = config.differences(old, config.to_dict(cfg), ignore=RUN_SETTINGS)
         if diff:
             raise UserError(f"{savedir} already holds a run with a different config (differs in: "
-                            f"{', '.join(diff)}); choose another --savedir")
+                            f"{', '.join(diff[:8])}{', ...' if len(diff) > 8 else ''}); choose another --savedir")
 
 
 if __name__ == "__main__":

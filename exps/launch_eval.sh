@@ -5,6 +5,8 @@
 #   bash launch_eval.sh sbgm <experiment name>/<id> --mode=superres --factor=2
 #   bash launch_eval.sh sbgm <experiment name>/<id> --mode=plot
 #   sbatch launch_eval.sh sbgm <experiment name>/<id> --mode=generate
+#   (modes by run: generate | superres | plot for field runs; generate | elbo | fid | frechet for image runs;
+#    score for toy runs; see python eval.py --help)
 #
 # Runs, from the repository root:
 #   python eval.py --exp_name=$SAVEDIR/<name>/<id> --savedir=$SAVEDIR/<name>/<id>/eval <flags>
@@ -35,7 +37,7 @@ set -euo pipefail
 
 METHODS="sbgm gano"
 usage() {
-    echo "usage: bash launch_eval.sh [sbgm] <experiment name>/<id> --mode=generate|plot|superres [eval.py flags]" >&2
+    echo "usage: bash launch_eval.sh [sbgm] <experiment name>/<id> --mode=generate|superres|plot|elbo|fid|frechet|score [eval.py flags]" >&2
     exit 2
 }
 die() {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # exps/launch_exp.sh -- submit a training run to Slurm.
 #
-#   sbatch launch_exp.sh sbgm <experiment name> <json file> [key=value ...]
-#   bash   launch_exp.sh sbgm <experiment name> <json file> [key=value ...]   (no Slurm)
+#   sbatch launch_exp.sh sbgm <experiment name> <config file> [<config file> ...] [key=value ...]
+#   bash   launch_exp.sh sbgm <experiment name> <config file> [...] [key=value ...]   (no Slurm)
 #
 # The job runs `bash main.sh "$@"` (see main.sh): the code is copied into
 # $SAVEDIR/<name>/$SLURM_JOB_ID/code and train.py runs from there.  Without
@@ -60,8 +60,8 @@ find_exps_dir() {
 }
 EXPS_DIR="$(find_exps_dir)" || exit 2
 
-# Stay in the submit directory, so that a relative json path means what it
-# meant where sbatch was typed; main.sh also looks the json up under exps/.
+# Stay in the submit directory, so that a relative config path means what it
+# meant where sbatch was typed; main.sh also looks config files up under exps/.
 if [ -n "${SLURM_SUBMIT_DIR:-}" ] && [ -d "${SLURM_SUBMIT_DIR}" ]; then
     cd "${SLURM_SUBMIT_DIR}"
 fi

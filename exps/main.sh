@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # exps/main.sh -- start one training run.
 #
-#   RUN_LOCAL=1 bash main.sh sbgm <name> <json> [key=value ...]   run in place
-#               bash main.sh sbgm <name> <json> [key=value ...]   copy code, run the copy
-#               bash main.sh <name> <json> [key=value ...]        same, method = sbgm
+#   RUN_LOCAL=1 bash main.sh sbgm <name> <config> [<config> ...] [key=value ...]   run in place
+#               bash main.sh sbgm <name> <config> [<config> ...] [key=value ...]   copy code, run the copy
+#               bash main.sh <name> <config> [...]                                 same, method = sbgm
+#
+# <config> is any experiment file of any system: exps/json/*.json (the published form),
+# configs/**/*.yaml (heat / linear maps, the toy, the starter interpolants, ...); several
+# files are merged in order (the toy: base_config.yaml then <experiment>/specific_config.yaml).
 #
 # The run folder is $SAVEDIR/<name>/<id>, where <id> is $SLURM_JOB_ID when set
 # (so a requeued Slurm job finds and resumes its own folder) and otherwise a
 # fresh timestamp id YYYYmmdd-HHMMSS-<pid>.  SAVEDIR / DATA_DIR come from
-# env.sh.  <json> is looked up from the current directory first, then from
+# env.sh.  Each <config> is looked up from the current directory first, then from
 # exps/ (so both `cd exps; bash main.sh sbgm x json/q.json` and
 # `bash exps/main.sh sbgm x exps/json/q.json` work).  Extra arguments go to
 # train.py unchanged (key=value overrides, --quiet).
@@ -30,7 +34,7 @@ EXPS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "${EXPS_DIR}/.." && pwd)"
 
 usage() {
-    echo "usage: [RUN_LOCAL=1] bash main.sh [sbgm] <experiment name> <json file> [key=value ...]" >&2
+    echo "usage: [RUN_LOCAL=1] bash main.sh [sbgm] <experiment name> <config file> [<config file> ...] [key=value ...]" >&2
     exit 2
 }
 die() {
@@ -62,14 +66,26 @@ case "${NAME}" in
     ""|.|..|-*|*/*|*" "*) die "bad experiment name '${NAME}' (no '/', spaces or leading '-')" ;;
 esac
 
-# Resolve the json: absolute, or relative to the cwd, or relative to exps/.
-if [ -f "${JSON}" ]; then
-    JSON="$(cd "$(dirname "${JSON}")" && pwd)/$(basename "${JSON}")"
-elif [ "${JSON#/}" = "${JSON}" ] && [ -f "${EXPS_DIR}/${JSON}" ]; then
-    JSON="$(cd "$(dirname "${EXPS_DIR}/${JSON}")" && pwd)/$(basename "${JSON}")"
-else
-    die "json file '${JSON}' not found (looked in $(pwd) and ${EXPS_DIR})"
-fi
+# The config files: every argument after the name that ends in .json / .yaml / .yml (merged in
+# order by train.py); each absolute, or relative to the cwd, or relative to exps/.
+CONFIGS=()
+resolve_config() {
+    local f="$1"
+    if [ -f "${f}" ]; then
+        echo "$(cd "$(dirname "${f}")" && pwd)/$(basename "${f}")"
+    elif [ "${f#/}" = "${f}" ] && [ -f "${EXPS_DIR}/${f}" ]; then
+        echo "$(cd "$(dirname "${EXPS_DIR}/${f}")" && pwd)/$(basename "${f}")"
+    else
+        die "config file '${f}' not found (looked in $(pwd) and ${EXPS_DIR})"
+    fi
+}
+CONFIGS+=("$(resolve_config "${JSON}")")
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+        *.json|*.yaml|*.yml) CONFIGS+=("$(resolve_config "$1")"); shift ;;
+        *) break ;;
+    esac
+done
 
 # ---- environment and run folder ---------------------------------------------
 # shellcheck source=env.sh
@@ -99,7 +115,7 @@ esac
 
 if [ "${RUN_LOCAL}" = 1 ]; then
     cd "${REPO_ROOT}"
-    exec "${LAUNCHER[@]}" "${PYTHON}" train.py --cfg "${JSON}" --savedir "${RUN_DIR}" "$@"
+    exec "${LAUNCHER[@]}" "${PYTHON}" train.py --config "${CONFIGS[@]}" --savedir "${RUN_DIR}" "$@"
 fi
 
 # ---- copy the code into the run folder ----------------------------------------
@@ -150,15 +166,17 @@ else
     mv "${CODE_DIR}.partial" "${CODE_DIR}"
 fi
 
-# Use the copied json when the json is part of the copied tree, so a requeued
+# Use the copied config files when they are part of the copied tree, so a requeued
 # job reads the configuration it was submitted with.
-case "${JSON}" in
-    "${REPO_ROOT}/"*)
-        if [ -f "${CODE_DIR}/${JSON#"${REPO_ROOT}"/}" ]; then
-            JSON="${CODE_DIR}/${JSON#"${REPO_ROOT}"/}"
-        fi
-        ;;
-esac
+for i in "${!CONFIGS[@]}"; do
+    case "${CONFIGS[$i]}" in
+        "${REPO_ROOT}/"*)
+            if [ -f "${CODE_DIR}/${CONFIGS[$i]#"${REPO_ROOT}"/}" ]; then
+                CONFIGS[$i]="${CODE_DIR}/${CONFIGS[$i]#"${REPO_ROOT}"/}"
+            fi
+            ;;
+    esac
+done
 
 cd "${CODE_DIR}"
-exec "${LAUNCHER[@]}" "${PYTHON}" train.py --cfg "${JSON}" --savedir "${RUN_DIR}" "$@"
+exec "${LAUNCHER[@]}" "${PYTHON}" train.py --config "${CONFIGS[@]}" --savedir "${RUN_DIR}" "$@"

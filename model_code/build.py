@@ -1,22 +1,26 @@
-"""The one place that maps configuration names to objects.
+"""The one place that maps configuration names to objects (every system).
 
-Library modules take plain arguments; this module reads `Arguments` and builds them.
-Checkpoints store the descriptions returned here, so eval.py rebuilds a run's network,
-noise and noise levels from the checkpoint alone.
+Library modules take plain arguments; this module reads the `Config` (schema.py) and builds
+the data source, noise, process, network, optimiser, evaluators and the Trainer. Checkpoints
+store the parts' descriptions, so `load_run` rebuilds any run from its checkpoint alone.
 """
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 
 from . import config as config_mod
-from .denoiser import Denoiser
-from .ema import EMA
 from .errors import UserError
-from .processes.ve import VEProcess
-from .samplers import SAMPLERS, network_evaluations  # noqa: F401  (re-exported)
+from .samplers import SAMPLERS, network_evaluations  # noqa: F401  (re-exported for eval.py / benchmarks)
 from .schedules import edm_sigmas, sigma_levels
 
 GRF_DEFAULT_RESOLUTION = 32
+IMAGE_DATASETS = ("digits", "mnist", "cifar10", "folder")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -24,43 +28,62 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device '{name}' requested but CUDA is not available (use device=cpu or auto)")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}' (auto, cpu, cuda or cuda:N)") from None
 
 
 # ----------------------------------------------------------------------- data
-def build_data(args, data_dir, resolution_factor: int = 1):
-    """(train, valid, kind) tensors; `resolution_factor` > 1 gives the same split on a finer grid."""
-    if args.dataset == "volcano":
-        from .data.volcano import load_volcano
-        if data_dir is None:
-            raise UserError("the volcano dataset needs DATA_DIR (set it in exps/env.sh or the environment)")
-        if args.resolution is None and resolution_factor == 1:
-            resolution = None                      # the files' own 128 px
-        else:
-            resolution = (args.resolution or 128) * resolution_factor
-        train, valid = load_volcano(data_dir, resolution=resolution, npad=args.npad * resolution_factor,
-                                    val_size=args.val_size, seed=args.split_seed, max_files=args.max_examples)
-        return train, valid, "phase"
-    if args.dataset == "grf":
-        from .data.grf import make_grf_dataset
-        res = (args.resolution or GRF_DEFAULT_RESOLUTION) * resolution_factor - args.npad * resolution_factor
-        train, valid = make_grf_dataset(args.grf_n_train, args.grf_n_valid, res, seed=args.split_seed,
-                                        alpha=args.grf_alpha, tau=args.grf_tau)
-        return train, valid, "real"
-    raise UserError(f"unknown dataset '{args.dataset}'")
+def build_dataset(cfg, data_dir: Optional[str], resolution_factor: int = 1):
+    """The train / validation split (data.Dataset); `resolution_factor` > 1: the same split on a finer grid."""
+    from .data import load_dataset
+
+    d = cfg.data
+    if d.dataset == "two_atoms":
+        return None
+    if d.dataset == "volcano":
+        resolution = None if d.resolution is None and resolution_factor == 1 else \
+            (d.resolution or 128) * resolution_factor
+        return load_dataset("volcano", data_dir=data_dir, resolution=resolution, npad=d.npad * resolution_factor,
+                            val_size=d.val_size, split_seed=d.split_seed, max_examples=d.max_examples)
+    if d.dataset == "grf":
+        return load_dataset("grf", n_train=d.grf_n_train, n_valid=d.grf_n_valid,
+                            resolution=(d.resolution or GRF_DEFAULT_RESOLUTION) * resolution_factor,
+                            npad=d.npad * resolution_factor, split_seed=d.split_seed, alpha=d.grf_alpha,
+                            tau=d.grf_tau)
+    root = d.root or data_dir
+    return load_dataset(d.dataset, root=root, image_size=None if d.resolution is None else
+                        d.resolution * resolution_factor, num_channels=d.channels, valid_fraction=d.val_size,
+                        split_seed=d.split_seed, download=d.download, max_examples=d.max_examples)
+
+
+def build_source(cfg, data):
+    from .data.sources import StreamSource, TensorSource
+
+    d = cfg.data
+    if data is None:
+        from .data.toy import TwoAtomData
+
+        atoms = TwoAtomData(d.atoms.mu, d.atoms.sigma_d, d.atoms.symmetrize)
+        return StreamSource(atoms.sample)
+    return TensorSource(data.train, data.train_labels if d.conditional else None, hflip=d.hflip, vflip=d.vflip,
+                        rot90=d.rot90, dequantize_levels=data.levels if d.dequantize else None)
 
 
 # ---------------------------------------------------------------------- noise
-def build_noise(args, channels: int):
+def build_noise(cfg, channels: int):
     from .noise import GaussianRandomField, WhiteNoise
-    if args.white_noise:
+
+    n = cfg.noise
+    if n.type == "white":
         return WhiteNoise(channels=channels)
-    return GaussianRandomField(channels=channels, kernel=args.kernel, length_scale=args.rbf_scale,
-                               eps=args.rbf_eps)
+    return GaussianRandomField(channels=channels, kernel=n.kernel, length_scale=n.length_scale, eps=n.eps)
 
 
 def noise_from_description(desc: dict):
     from .noise import GaussianRandomField, WhiteNoise
+
     desc = dict(desc)
     kind = desc.pop("type")
     classes = {"white": WhiteNoise, "grf": GaussianRandomField}
@@ -70,123 +93,347 @@ def noise_from_description(desc: dict):
 
 
 # -------------------------------------------------------------------- process
-def build_process(args) -> VEProcess:
-    return VEProcess(sigma_levels(args.sigma_1, args.sigma_L, args.L, args.schedule), args.level_sampling)
+def build_process(cfg, data, noise):
+    """The forward process (processes/), the toy's regularizer wrapped around its VE."""
+    p = cfg.process
+    if p.type == "ve":
+        from .processes.ve import VE
+
+        return VE(noise, sigma_levels(p.sigma_max, p.sigma_min, p.num_levels, p.schedule), p.level_sampling,
+                  p.sigma_data, cfg.objective.loss_weighting)
+    if p.type == "interpolant":
+        from .processes.interpolant import InterpolantProcess, build_interpolant
+
+        o = cfg.objective
+        return InterpolantProcess(noise, build_interpolant(p.interpolant), o.model_output, o.loss_target,
+                                  o.time_sampler)
+    if p.type == "levels":
+        from .processes.linear import build_map
+        from .processes.levels import LevelsProcess
+
+        lv = p.levels
+        try:
+            fmap = build_map(lv.forward, data.shape, lv.K, seed=lv.map_seed, blur_sigma_min=lv.blur_sigma_min,
+                             blur_sigma_max=lv.blur_sigma_max)
+        except (KeyError, ValueError) as err:
+            raise UserError(f"process.levels.forward={lv.forward}: {err}") from None
+        return LevelsProcess(fmap, lv.sigma, cfg.sampler.delta, lv.prior, lv.prior_fit_max, lv.residual,
+                             data.levels)
+    from .processes.wrapped_ve import SigmaSchedule, WrappedVEProcess
+    from .regularizers import Regularized
+
+    w, r, a = p.wrapped_ve, cfg.objective.regularizer, cfg.data.atoms
+    process = WrappedVEProcess(SigmaSchedule(w.schedule, w.sigma_min, w.sigma_max), w.prior, w.n_images, w.t_min,
+                               len(a.mu))
+    if r.kind == "none":
+        return process
+    return Regularized(process, r.kind, r.weight, r.burn_in, r.n_points, analytic=analytic_score(cfg),
+                       laplacian=r.laplacian, weighting=r.weighting,
+                       consistency=config_mod.to_dict(cfg)["objective"]["regularizer"]["consistency"])
+
+
+def analytic_score(cfg):
+    from .toy_score import AnalyticScore
+
+    a = cfg.data.atoms
+    return AnalyticScore(a.mu, a.sigma_d, a.symmetrize, cfg.process.wrapped_ve.n_images)
 
 
 # -------------------------------------------------------------------- network
-def build_net(args, channels: int):
-    from .nets.neuralop_nets import ConditionedFNO, ConditionedUNO
-    common = dict(in_channels=channels, out_channels=channels, width=args.d_co_domain, n_modes=args.n_modes,
-                  embedding_dim=args.embedding_dim, factorization=args.factorization, rank=args.rank,
-                  domain_padding=args.domain_padding)
-    if args.arch == "fno":
-        return ConditionedFNO(n_layers=args.n_layers, **common)
-    return ConditionedUNO(channel_multipliers=list(args.mult_dims), **common)
+def build_net(cfg, shape, num_classes: int = 0):
+    from .nets import build_net as make
+
+    n = cfg.net
+    channels = shape[0]
+    if n.type == "mlp":
+        return make("mlp", **config_mod.to_dict(cfg)["net"]["mlp"])
+    if n.type == "unet":
+        return make("unet", in_channels=channels, out_channels=channels, num_classes=num_classes,
+                    **config_mod.to_dict(cfg)["net"]["unet"])
+    common = dict(in_channels=channels, out_channels=channels, width=n.width, n_modes=n.n_modes,
+                  embedding_dim=n.embedding_dim, factorization=n.factorization, rank=n.rank,
+                  domain_padding=n.domain_padding)
+    if n.type == "fno":
+        return make("fno", n_layers=n.n_layers, **common)
+    return make("uno", channel_multipliers=list(n.channel_multipliers), **common)
 
 
-def build_model(args, net):
-    """The trained module: an EDM-preconditioned denoiser (VE) or an interpolant model."""
-    if args.process == "interpolant":
-        from .denoiser import InterpolantDenoiser
-        from .processes.interpolant import build_interpolant
-        return InterpolantDenoiser(net, build_interpolant(args.interpolant), args.model_output)
-    return Denoiser(net, sigma_data=args.sigma_data)
+# -------------------------------------------------------------------- sampler
+def sampler_setup(cfg, name: str | None = None, steps: int | None = None, sigma_min: float | None = None) -> dict:
+    """The options of process.sample for the config's sampler (eval.py may override name / steps / sigma_min).
 
-
-def build_objective(args, process, noise):
-    from .losses import InterpolantObjective, VEObjective
-    if args.process == "interpolant":
-        return InterpolantObjective(noise, args.time_sampler, args.loss_target)
-    return VEObjective(process, noise, args.loss_weighting)
-
-
-def describe_net(net) -> dict:
-    return {"type": type(net).__name__, "config": dict(net.config)}
-
-
-def net_from_description(desc: dict):
-    from .nets.neuralop_nets import ConditionedFNO, ConditionedUNO
-    classes = {"ConditionedFNO": ConditionedFNO, "ConditionedUNO": ConditionedUNO}
-    if desc.get("type") not in classes:
-        raise UserError(f"checkpoint names an unknown network type '{desc.get('type')}'")
-    return classes[desc["type"]](**desc["config"])
-
-
-def sampler_setup(args, name: str | None = None, steps: int | None = None, sigma_min: float | None = None):
-    """(sampler function, its sigma grid, its options) for the config's sampler.
-
-    `name` / `steps` override the config (eval.py --sampler / --steps): steps are the
-    Langevin steps per level (T) or the number of ODE levels (ode_steps). `sigma_min` moves
-    the end of the EDM grid of the other samplers (default sigma_L): their last step is a
-    pure denoise D(x, sigma_min), which an imperfect network may do better from higher up.
+    ve / interpolant: the sampler function's name, its sigma grid and options; steps are the
+    Langevin steps per level (T) or the number of EDM-grid levels. levels: delta. wrapped_ve: steps.
     """
-    name = name or args.sampler
+    p, s = cfg.process, cfg.sampler
+    if p.type == "levels":
+        return {"delta": s.delta}
+    if p.type == "wrapped_ve":
+        return {"n_steps": steps or s.steps}
+    name = name or s.name
     if name not in SAMPLERS:
         raise UserError(f"unknown sampler '{name}' (one of: {', '.join(SAMPLERS)})")
     if name == "annealed_langevin":
-        sigmas = sigma_levels(args.sigma_1, args.sigma_L, args.L, args.schedule)
-        return SAMPLERS[name], sigmas, {"T": steps or args.T, "epsilon": args.epsilon,
-                                         "final_denoise": args.final_denoise}
-    # Every other sampler walks an EDM sigma grid with its own default options.
-    if sigma_min is not None and not 0 < sigma_min < args.sigma_1:
-        raise UserError(f"sigma_min must lie in (0, sigma_1 = {args.sigma_1}); got {sigma_min}")
-    sigmas = edm_sigmas(args.sigma_1, sigma_min or args.sigma_L, steps or args.ode_steps, args.rho)
-    options = {"S_churn": args.S_churn} if name == "edm_stochastic" else {}
-    return SAMPLERS[name], sigmas, options
+        return {"sampler": name, "sigmas": sigma_levels(p.sigma_max, p.sigma_min, p.num_levels, p.schedule),
+                "T": steps or s.T, "epsilon": s.epsilon, "final_denoise": s.final_denoise}
+    if sigma_min is not None and not 0 < sigma_min < p.sigma_max:
+        raise UserError(f"sigma_min must lie in (0, sigma_max = {p.sigma_max}); got {sigma_min}")
+    options = {"S_churn": s.S_churn} if name == "edm_stochastic" else {}
+    return {"sampler": name, "sigmas": edm_sigmas(p.sigma_max, sigma_min or p.sigma_min, steps or s.steps, s.rho),
+            **options}
+
+
+def sampler_label(options: dict) -> tuple:
+    """(sampler name, steps word) for folder names: e.g. ('annealed_langevin', 'T3'), ('heun_ode', 'steps20')."""
+    if "delta" in options:
+        return "levels", f"delta{options['delta']:g}"
+    if "n_steps" in options:
+        return options.get("sampler", "reverse_sde"), f"steps{options['n_steps']}"
+    if options["sampler"] == "annealed_langevin":
+        return options["sampler"], f"T{options['T']}"
+    return options["sampler"], f"steps{len(options['sigmas'])}"
+
+
+# ----------------------------------------------------------------- evaluators
+def default_evaluators(cfg) -> list:
+    if cfg.process.type == "wrapped_ve":
+        return ["score_error"]
+    if cfg.data.dataset not in IMAGE_DATASETS:
+        return ["field_stats"]
+    names = ["elbo"] if cfg.process.type == "levels" else []
+    return names + (["frechet"] if cfg.data.dataset == "digits" else [])
+
+
+def build_evaluators(cfg, data, kind: str, warn: bool = True) -> list:
+    from . import evaluators as ev
+
+    names = cfg.eval.evaluators if cfg.eval.evaluators is not None else default_evaluators(cfg)
+    out = []
+    for name in names:
+        if name == "field_stats":
+            out.append(ev.FieldStats(kind, data.valid, seed=cfg.seed, n=cfg.eval.n_samples, warn=warn))
+        elif name == "elbo":
+            if cfg.process.type != "levels":
+                raise UserError("eval.evaluators: elbo needs process.type=levels")
+            out.append(ev.LevelsELBO(cfg.eval.n_valid, cfg.eval.batch_size, seed=cfg.seed + 2))
+        elif name == "frechet":
+            out.append(ev.Frechet(cfg.eval.n_samples))
+        elif name == "score_error":
+            from .data.toy import TwoAtomData
+            from .processes.wrapped_ve import SigmaSchedule
+
+            a, w = cfg.data.atoms, cfg.process.wrapped_ve
+            out.append(ev.ToyScoreError(analytic_score(cfg), TwoAtomData(a.mu, a.sigma_d, a.symmetrize),
+                                        SigmaSchedule(w.schedule, w.sigma_min, w.sigma_max)))
+        else:
+            raise UserError(f"eval.evaluators: unknown evaluator '{name}' (field_stats, elbo, frechet, score_error)")
+    known = [m for e in out for m in e.metrics]
+    for name in cfg.train.track or []:
+        if name not in known:
+            raise UserError(f"train.track: '{name}' is not reported by the evaluators ({', '.join(known) or 'none'})")
+    return out
+
+
+# ------------------------------------------------------------------ optimiser
+def build_optimizer(cfg, model):
+    """Adam / AdamW; weight decay only on weight matrices and kernels, never on biases or norm scales."""
+    o = cfg.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": o.weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    return cls(groups, lr=o.lr)
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
+    """Linear warm-up to 1 over `warmup` steps, then constant or cosine down to min_ratio at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# -------------------------------------------------------------------- figures
+def _field_figure(kind, samples, path, title, values):
+    from . import plotting
+
+    caption = plotting.floor_caption(values, "w_total") if values else ""
+    plotting.plot_fields(samples, path, kind=kind, suptitle=f"{title}: {caption}" if caption else title)
+
+
+def _image_figure(samples, path, title, values):
+    from .plotting_images import save_grid
+
+    save_grid(samples.clamp(0, 1), Path(path).with_suffix(".png"))
+
+
+def _toy_figure(modes, samples, path, title, values):
+    from .plotting_toy import sample_scatter
+
+    sample_scatter(samples.numpy(), modes, path, title=title)
+
+
+def figure_for(cfg, kind: str):
+    if kind in ("phase", "real"):
+        return partial(_field_figure, kind)
+    if kind == "image":
+        return _image_figure
+    from .data.toy import TwoAtomData
+
+    a = cfg.data.atoms
+    return partial(_toy_figure, TwoAtomData(a.mu, a.sigma_d, a.symmetrize).modes().numpy())
+
+
+def noise_figures(cfg, process, noise, example, savedir) -> None:
+    """What the noise and the perturbed data look like (VE / interpolant field runs, before training)."""
+    from . import plotting
+
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    resolution = tuple(example.shape[-2:])
+    out = Path(savedir) / "noise"
+    plotting.plot_fields(noise.sample(5, resolution, gen), out / "noise_samples", kind="real", ncols=5,
+                         colorbar=True, suptitle="noise samples z ~ N(0, C) (channel 0)")
+    p = cfg.process
+    plotting.plot_fields(p.sigma_max * noise.sample(5, resolution, gen), out / "init_samples", kind="real", ncols=5,
+                         colorbar=True, suptitle=f"sampler start sigma_max z, sigma_max = {p.sigma_max:.4g}")
+    plotting.plot_matrix(noise.covariance(resolution, 200), out / "noise_sampler_C",
+                         title="noise covariance C[0:200, 0:200] (from the kernel)")
+    sig = sigma_levels(p.sigma_max, p.sigma_min, p.num_levels, p.schedule)
+    sigmas = sig[torch.linspace(0, len(sig) - 1, min(16, len(sig))).round().long()].float()
+    z = noise.sample(len(sigmas), resolution, gen)
+    noised = example[None].expand(len(sigmas), *example.shape) + sigmas.view(-1, 1, 1, 1) * z
+    plotting.plot_fields(noised, Path(savedir) / "u_noised", kind="real", ncols=4, exts=("png",),
+                         titles=[f"u + {s:.3g} z" for s in sigmas.tolist()], colorbar=True)
 
 
 # -------------------------------------------------------------------- trainer
-def build_trainer(args, savedir, data_dir, progress: bool = True, dist=None, device=None, log_lines: bool = False):
-    """The Trainer of a VE / interpolant run; `dist` (distributed.Context) for multi-process runs.
+@dataclass
+class Parts:
+    data: Any
+    kind: str
+    shape: tuple
+    noise: Any
+    process: Any
+    net: Any
+    model: Any
 
-    progress: tqdm bars (a terminal); log_lines: plain progress lines instead (a log file).
-    """
-    from .trainer import Trainer, TrainSettings
 
-    device = device if device is not None else resolve_device(args.device)
-    torch.manual_seed(args.seed)
-    train, valid, kind = build_data(args, data_dir)
-    channels = train.shape[1]
-    noise = build_noise(args, channels)
-    net = build_net(args, channels)
-    denoiser = build_model(args, net).to(device)
-    optimizer = torch.optim.Adam(denoiser.parameters(), lr=args.lr)
-    ema = EMA(denoiser, args.ema_rate) if args.ema_rate is not None else None
-    sampler, sampling_sigmas, options = sampler_setup(args)
-    # Interpolants have no VE levels of their own: the sampler's grid stands in (figures only).
-    process = build_process(args) if args.process == "ve" else VEProcess(sampling_sigmas)
-    settings = TrainSettings(
-        epochs=args.epochs, batch_size=args.batch_size, record_interval=args.record_interval,
-        Ntest=args.Ntest, val_batch_size=args.val_batch_size, val_seed=args.val_seed, n_plot=args.n_plot,
-        augment=args.augment, grad_clip=args.grad_clip, seed=args.seed,
-        kind=kind, sampler_options=options, sampling_sigmas=sampling_sigmas, tensorboard=args.tensorboard,
-        progress=progress, log_lines=log_lines, max_minutes=args.max_minutes)
-    meta = {
-        "config": config_mod.to_dict(args),
-        "net": describe_net(net),
-        "noise": noise.describe(),
-        "sigmas": process.sigmas.tolist(),
-        "kind": kind,
-        "data_shape": list(train.shape[1:]),
-    }
-    trainer = Trainer(denoiser, optimizer, ema, process, build_objective(args, process, noise), noise, sampler,
-                      train, valid, savedir, settings, device, meta, dist=dist)
+def build_parts(cfg, data_dir, device):
+    torch.manual_seed(cfg.seed)
+    data = build_dataset(cfg, data_dir)
+    if data is None:
+        kind, shape, num_classes = "atoms", (len(cfg.data.atoms.mu),), 0
+    else:
+        kind, shape = data.kind, data.shape
+        num_classes = data.num_classes if cfg.data.conditional else 0
+    noise = build_noise(cfg, shape[0]) if cfg.process.type in ("ve", "interpolant") else None
+    process = build_process(cfg, data, noise)
+    net = build_net(cfg, shape, num_classes)
+    model = process.wrap(net).to(device)
+    return Parts(data, kind, shape, noise, process, net, model)
+
+
+def meta_of(cfg, parts) -> dict:
+    from .nets import describe_net
+
+    data = parts.data
+    return {"kind": "run", "config": config_mod.to_dict(cfg), "net": describe_net(parts.net),
+            "process": parts.process.describe(), "data": {
+                "kind": parts.kind, "shape": list(parts.shape), "levels": None if data is None else data.levels,
+                "num_classes": parts.net.config.get("num_classes", 0) if hasattr(parts.net, "config") else 0}}
+
+
+def build_trainer(cfg, savedir, data_dir, dist=None, device=None, progress: bool = False, log_lines: bool = False):
+    """The Trainer of any run; `dist` (distributed.Context) for multi-process runs."""
+    from .ema import EMA
+    from .trainer import LoopSettings, Trainer
+
+    device = device if device is not None else resolve_device(cfg.train.device)
+    parts = build_parts(cfg, data_dir, device)
+    data, t, o, e = parts.data, cfg.train, cfg.optim, cfg.eval
+    source = build_source(cfg, data)
+    if data is not None:
+        parts.process.fit(data.train)
+    unit = "epoch" if t.epochs is not None else "step"
+    per_unit = source.batches_per_epoch(t.batch_size) if unit == "epoch" else 1
+    length = t.epochs if unit == "epoch" else t.steps
+    meta = meta_of(cfg, parts)
+    settings = LoopSettings(
+        unit=unit, length=length, steps_per_unit=per_unit, batch_size=t.batch_size, log_interval=t.log_interval,
+        record_interval=t.record_interval, checkpoint_interval=t.checkpoint_interval,
+        snapshot_interval=t.snapshot_interval, figure_interval=t.figure_interval, grad_clip=o.grad_clip,
+        ema_update_after=o.ema_update_after, ema_update_every=o.ema_update_every, seed=cfg.seed,
+        max_minutes=t.max_minutes, track=t.track, n_samples=e.n_samples, n_plot=e.n_plot,
+        eval_batch_size=e.batch_size, eval_seed=e.seed, n_valid=e.n_valid, sample_shape=parts.shape,
+        sample_options=sampler_setup(cfg), num_classes=meta["data"]["num_classes"], tensorboard=t.tensorboard,
+        progress=progress, log_lines=log_lines)
+    optimizer = build_optimizer(cfg, parts.model)
+    ema = EMA(parts.model, o.ema_rate) if o.ema_rate is not None else None
+    valid = (None, None) if data is None else (data.valid, data.valid_labels if cfg.data.conditional else None)
+    start = None
+    if parts.noise is not None and parts.kind in ("phase", "real"):
+        start = partial(noise_figures, cfg, parts.process, parts.noise, data.train[0])
+    trainer = Trainer(parts.model, parts.process, source, optimizer, ema,
+                      build_evaluators(cfg, data, parts.kind, warn=dist is None or dist.is_main), valid, savedir, settings, device, meta, dist=dist,
+                      lr_factor=partial(lr_factor, warmup=o.warmup, total=settings.total_steps,
+                                        schedule=o.schedule, min_ratio=o.min_lr_ratio),
+                      figure=figure_for(cfg, parts.kind), start_figures=start)
     # The weights start equal on every rank (same seed, then broadcast from rank 0); what
     # draws from torch's global stream after that (dropout, say) differs per rank.
-    torch.manual_seed(args.seed + (dist.rank if dist is not None else 0))
+    torch.manual_seed(cfg.seed + (dist.rank if dist is not None else 0))
     return trainer
 
 
-def denoiser_from_checkpoint(state: dict, device, use_ema: bool = True) -> Denoiser:
-    """Rebuild the network from the checkpoint's own description and load its weights."""
-    denoiser = build_model(args_from_checkpoint(state), net_from_description(state["net"]))
-    weights = state["model"]
-    if use_ema and state.get("ema") is not None:
-        weights = state["ema"]["shadow"]
-    denoiser.load_state_dict(weights)
-    return denoiser.to(device).eval()
+# ------------------------------------------------------------ loading a run
+@dataclass
+class LoadedRun:
+    cfg: Any
+    state: dict
+    model: Any                      # EMA weights unless asked otherwise, eval mode
+    process: Any
+    shape: tuple
+    kind: str
+    num_classes: int
+    device: torch.device
 
 
-def args_from_checkpoint(state: dict):
-    return config_mod.from_dict(state["config"], source="the checkpoint's config")
+def checkpoint_path(folder, name: str = "model.pt") -> Path:
+    """A checkpoint of a run folder: a file name (model.pt, model.w_total.pt, snapshots/model.N.pt) or a number
+    N (snapshot N: snapshots/model.N.pt); a missing one lists what the folder holds."""
+    folder = Path(folder)
+    name = str(name)
+    path = folder / "snapshots" / f"model.{name}.pt" if name.isdigit() else folder / name
+    if not path.is_file():
+        have = sorted(p.name for p in folder.glob("model*.pt")) + sorted(
+            f"snapshots/{p.name}" for p in (folder / "snapshots").glob("model.*.pt"))
+        raise UserError(f"checkpoint {path} not found" + (f" (the run folder holds: {', '.join(have)})"
+                                                           if have else " (the run folder holds no checkpoint)"))
+    return path
+
+
+def load_run(folder, name: str = "model.pt", device: str = "auto", use_ema: bool = True) -> LoadedRun:
+    """Rebuild a run's model and process from one of its checkpoints alone."""
+    from . import checkpoint
+    from .nets import net_from_description
+    from .processes import process_from_description
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"run folder not found: {folder}")
+    dev = resolve_device(device)
+    path = checkpoint_path(folder, name)
+    state = checkpoint.load(path, map_location=dev)
+    if state.get("kind") != "run":
+        raise UserError(f"{path} was written by an older version of this project; retrain, or convert it")
+    cfg = config_mod.from_dict(state["config"], source=f"the config in {path}")
+    process = process_from_description(state["process"])
+    process.load_state_dict(state["process_state"])
+    model = process.wrap(net_from_description(state["net"]))
+    weights = state["ema"]["shadow"] if use_ema and state.get("ema") is not None else state["model"]
+    model.load_state_dict(weights)
+    d = state["data"]
+    return LoadedRun(cfg, state, model.to(dev).eval(), process, tuple(d["shape"]), d["kind"],
+                     int(d.get("num_classes") or 0), dev)

@@ -1,11 +1,14 @@
-"""EDM preconditioning (Karras et al. 2022, Table 1) around any backbone F(x, c_noise).
+"""EDM preconditioning (Karras et al. 2022, Table 1) around any backbone F(x, c_noise, labels=None).
 
 D(x, sigma) = c_skip x + c_out F(c_in x, c_noise) estimates E[u | x] for x = u + sigma z.
 The C-preconditioned score is C grad log p_sigma(x) = (D(x, sigma) - x) / sigma^2, so
-samplers never need C^{-1} (ARCHITECTURE §3.2).
+samplers never need C^{-1} (docs/maths.md). Class labels, when given, go to the
+backbone unchanged (backbones without classes are never passed a ``labels`` argument).
 """
 import torch
 from torch import nn
+
+from .processes.base import call_net
 
 
 def _expand(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -26,19 +29,19 @@ class Denoiser(nn.Module):
         c_noise = sigma.log() / 4
         return c_skip, c_out, c_in, c_noise
 
-    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma, labels=None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
         if sigma.dim() == 0:
             sigma = sigma.expand(x.shape[0])
         c_skip, c_out, c_in, c_noise = self.coefficients(sigma.float())
-        f = self.backbone(_expand(c_in, x) * x, c_noise)
+        f = call_net(self.backbone, _expand(c_in, x) * x, c_noise, labels)
         return _expand(c_skip, x) * x + _expand(c_out, x) * f
 
-    def score(self, x: torch.Tensor, sigma) -> torch.Tensor:
+    def score(self, x: torch.Tensor, sigma, labels=None) -> torch.Tensor:
         """C grad log p_sigma(x): the preconditioned score the samplers use."""
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
         s2 = _expand(sigma.expand(x.shape[0]) if sigma.dim() == 0 else sigma, x) ** 2
-        return (self(x, sigma) - x) / s2
+        return (self(x, sigma, labels) - x) / s2
 
 
 class InterpolantDenoiser(nn.Module):
@@ -76,11 +79,11 @@ class InterpolantDenoiser(nn.Module):
             lo = torch.where(above, lo, mid)
         return (lo + hi) / 2
 
-    def predict(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor, labels=None) -> torch.Tensor:
         """The backbone's raw output (of type model_output) at time t, conditioned on t."""
-        return self.backbone(x_t, t.to(x_t.dtype))
+        return call_net(self.backbone, x_t, t.to(x_t.dtype), labels)
 
-    def forward(self, y: torch.Tensor, sigma) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, sigma, labels=None) -> torch.Tensor:
         from .prediction import to_x0
 
         sigma = torch.as_tensor(sigma, dtype=torch.float64, device=y.device)
@@ -89,9 +92,9 @@ class InterpolantDenoiser(nn.Module):
         t = self.time_of(sigma.cpu()).to(y.device)
         alpha = self.interpolant.alpha(t).to(y.dtype)
         x_t = _expand(alpha, y) * y
-        return to_x0(self.model_output, self.predict(x_t, t.float()), x_t, t.to(y.dtype), self.interpolant)
+        return to_x0(self.model_output, self.predict(x_t, t.float(), labels), x_t, t.to(y.dtype), self.interpolant)
 
-    def score(self, y: torch.Tensor, sigma) -> torch.Tensor:
+    def score(self, y: torch.Tensor, sigma, labels=None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=y.device)
         s2 = _expand(sigma.expand(y.shape[0]) if sigma.dim() == 0 else sigma, y) ** 2
-        return (self(y, sigma) - y) / s2
+        return (self(y, sigma, labels) - y) / s2

@@ -56,7 +56,8 @@ class Context:
             return part
         parts = [None] * self.world_size
         dist.all_gather_object(parts, part.cpu())
-        return torch.cat(parts)
+        # A rank with nothing to contribute may hold an empty tensor of another shape.
+        return torch.cat([p for p in parts if p.numel()] or parts[:1])
 
     def broadcast_flag(self, flag: bool) -> bool:
         """Rank 0's value everywhere (decisions that depend on a clock, say)."""

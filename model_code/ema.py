@@ -37,3 +37,9 @@ class EMA:
         self.rate = float(state["rate"])
         self.step = int(state["step"])
         self.shadow.load_state_dict(state["shadow"])
+
+    @torch.no_grad()
+    def copy_from(self, model: nn.Module) -> None:
+        """Follow the weights exactly (EMA's update_after: no averaging of the earliest steps)."""
+        self.shadow.load_state_dict(model.state_dict())
+        self.step += 1

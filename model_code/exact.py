@@ -1,4 +1,4 @@
-"""Gaussian data with an exact denoiser: ground truth for the samplers (ARCHITECTURE §3.2).
+"""Gaussian data with an exact denoiser: ground truth for the samplers (docs/maths.md).
 
 Data u ~ N(0, Sigma) on an H x W grid, noise z ~ N(0, C) from the same WhiteNoise or
 rbf GaussianRandomField that the samplers use. Sigma is chosen diagonal in C's

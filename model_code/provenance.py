@@ -1,4 +1,4 @@
-"""What code, command and libraries produced a run (ARCHITECTURE §3.9).
+"""What code, command and libraries produced a run (docs/maths.md).
 
 train.py writes provenance.json (one entry per start, so resumed runs keep their history)
 and git_diff.patch into the run folder and stores the code fingerprint in checkpoints;

@@ -36,6 +36,12 @@ class AnalyticScore(nn.Module):
         self.register_buffer("modes", means if symmetrize else means[:1], persistent=False)
         self.sigma_d = float(sigma_d)
         self.n_images = int(n_images)
+        self.config = {"mu": [float(m) for m in mu], "sigma_d": self.sigma_d, "symmetrize": bool(symmetrize),
+                       "n_images": self.n_images}
+
+    def describe(self) -> dict:
+        """Constructor arguments: ``AnalyticScore(**describe())`` rebuilds it."""
+        return dict(self.config)
 
     def _components(self, x: torch.Tensor, sigma):
         """Per-component log densities (B, P) and scores (B, P, N)."""

@@ -1,10 +1,19 @@
-"""The training loop of the VE score model (ARCHITECTURE §2, §3.9).
+"""THE training loop of every system (after EDM's training_loop: one loop, one loss call).
 
-Receives built objects and plain settings; never reads the config. Per epoch: the
-denoising loss over shuffled batches, a validation loss on fixed noise, one line of
-results.json and `model.pt`; every `record_interval` epochs (and at the last) it
-generates `Ntest` samples with fixed per-sample seeds, computes the five metrics and
-writes `model.<metric>.pt` on each new minimum.
+Receives built objects (build.py) and plain settings; never reads the config. Each step:
+a batch from the data source, `process.loss(model, batch, generator, shard, step)` on this
+rank's shard, gradients averaged over ranks, LR schedule, clipping, optimiser, EMA. Runs are
+counted in epochs (finite data) or steps (streams, step-counted runs); every interval below
+counts that unit:
+
+    log_interval         one line of results.json (mean loss and terms, lr, validation loss)
+    record_interval      the evaluators on fixed seeds; model.<metric>.pt on each new minimum
+    checkpoint_interval  model.pt, the exact resume point (also on a stop signal and at the end)
+    snapshot_interval    snapshots/model.<step>.pt, kept
+    figure_interval      samples/<unit>.png
+
+A stop signal (SIGUSR1 / SIGTERM) on any rank stops every rank after the same step with
+model.pt written; the same command resumes mid-epoch exactly.
 """
 from __future__ import annotations
 
@@ -15,37 +24,51 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable, Optional
 
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, metrics, plotting
+from . import checkpoint
 from .distributed import Context
 from .errors import UserError
 from .files import trim_jsonl
 from .progress import LogLines
-from .samplers import generate
 
 
 @dataclass
-class TrainSettings:
-    epochs: int
+class LoopSettings:
+    unit: str                        # "epoch" or "step"
+    length: int                      # number of units
+    steps_per_unit: int              # batches per epoch (1 for steps)
     batch_size: int
-    record_interval: int
-    Ntest: int
-    val_batch_size: int
-    val_seed: int
-    n_plot: int
-    augment: bool
-    grad_clip: float | None
-    seed: int
-    kind: str                      # "phase" or "real": which per-sample statistics apply
-    sampler_options: dict = field(default_factory=dict)
-    sampling_sigmas: object = None   # the sampler's decreasing sigma grid (tensor)
+    log_interval: int = 1
+    record_interval: int = 1
+    checkpoint_interval: int = 1
+    snapshot_interval: Optional[int] = None
+    figure_interval: Optional[int] = None
+    grad_clip: Optional[float] = None
+    ema_update_after: int = 0
+    ema_update_every: int = 1
+    seed: int = 0
+    max_minutes: Optional[float] = None
+    track: Optional[list] = None     # metrics with a best checkpoint (None: all the evaluators report)
+    n_samples: int = 64              # samples per evaluation
+    n_plot: int = 16
+    eval_batch_size: int = 64
+    eval_seed: int = 10_000
+    n_valid: Optional[int] = None    # validation examples of the validation loss
+    sample_shape: tuple = ()
+    sample_options: dict = field(default_factory=dict)
+    num_classes: int = 0             # > 0: samples are drawn for labels k % num_classes
     tensorboard: bool = True
-    progress: bool = True            # tqdm bars (a terminal)
-    log_lines: bool = False          # plain progress lines (a log file), see progress.py
-    max_minutes: float | None = None
+    progress: bool = False           # tqdm bars (a terminal)
+    log_lines: bool = False          # plain progress lines (a log file)
+
+    @property
+    def total_steps(self) -> int:
+        return self.length * self.steps_per_unit
 
 
 class TrainingDiverged(UserError):
@@ -57,91 +80,63 @@ class CheckpointWriteFailed(UserError):
 
 
 class Preempted(Exception):
-    """A stop signal arrived; model.pt holds the exact mid-epoch state to resume from."""
-
-
-def random_flips(u: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flip each field left-right and up-down with probability 1/2 each."""
-    flip = torch.rand(2, u.shape[0], generator=generator) < 0.5
-    u = torch.where(flip[0].view(-1, 1, 1, 1).to(u.device), u.flip(-1), u)
-    return torch.where(flip[1].view(-1, 1, 1, 1).to(u.device), u.flip(-2), u)
+    """A stop signal arrived; model.pt holds the exact state to resume from."""
 
 
 class Trainer:
-    def __init__(self, denoiser, optimizer, ema, process, objective, noise, sampler, train_data, valid_data,
-                 savedir, settings: TrainSettings, device, checkpoint_meta: dict, dist: Context | None = None):
-        self.denoiser = denoiser
-        self.optimizer = optimizer
-        self.ema = ema
-        self.process = process            # noise levels, for the figures
-        self.objective = objective        # objective(model, u, generator, shard) -> one loss draw
-        self.noise = noise
-        self.sampler = sampler
-        self.train_data = train_data
-        self.valid_data = valid_data
-        self.savedir = Path(savedir)
-        self.s = settings
-        self.device = device
-        self.dist = dist or Context()     # rank / world size; rank 0 alone writes
-        self.dist.broadcast_parameters(denoiser)
-        self.progress = settings.progress and self.dist.is_main
-        self.meta = checkpoint_meta          # config, net / noise descriptions, data shape
-        self.resolution = tuple(train_data.shape[-2:])
+    def __init__(self, model, process, source, optimizer, ema, evaluators, valid, savedir, settings: LoopSettings,
+                 device, meta: dict, dist: Context | None = None, lr_factor: Callable[[int], float] = lambda s: 1.0,
+                 figure: Callable | None = None, start_figures: Callable | None = None):
+        self.model, self.process, self.source = model, process, source
+        self.optimizer, self.ema, self.evaluators = optimizer, ema, list(evaluators)
+        self.valid = valid                    # (x, labels) of the validation split
+        self.savedir, self.s, self.device, self.meta = Path(savedir), settings, device, meta
+        self.dist = dist or Context()         # rank / world size; rank 0 alone writes
+        self.dist.broadcast_parameters(model)
+        self.lr_factor, self.figure, self.start_figures = lr_factor, figure, start_figures
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
         self.generator = torch.Generator().manual_seed(settings.seed)
-        self.epoch = 0
         self.step = 0
-        self.best = {name: math.inf for name in metrics.METRIC_NAMES}
-        # Position inside the epoch in progress, so a preempted run resumes mid-epoch exactly.
-        self.order = None            # this epoch's permutation of the training set
-        self.batches_done = 0
-        self.epoch_loss = [0.0, 0]   # running (sum of loss * batch size, count)
+        self.best: dict = {}
+        self.running: dict = {}               # sums of the loss terms since the last results.json line
+        self.seconds = 0.0                    # training time over all starts
         self.stop_requested = False
-        self.real_stats = metrics.sample_stats(valid_data, settings.kind)
-        self.floor = metrics.floor_metrics(valid_data, settings.kind, seed=settings.seed)
-        # The floor and its bootstrap 5th-95th percentile interval, written with every recorded row.
-        self.floor_columns = metrics.floor_columns(self.floor, metrics.floor_interval(
-            valid_data, settings.kind, seed=settings.seed, real_stats_cached=self.real_stats,
-            warn=self.dist.is_main))
+        self.stop_everywhere = False
         self.writer = None
-        self.log = LogLines("train", "epoch", settings.epochs, enabled=False)
 
     # ------------------------------------------------------------------ state
-    def state(self) -> dict:
-        return {
-            **self.meta,
-            "format_version": checkpoint.FORMAT_VERSION,
-            "model": self.denoiser.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch,
-            "step": self.step,
-            "best": dict(self.best),
-            "generator": self.generator.get_state(),
-            "rng": checkpoint.rng_state(),
-            "epoch_progress": None if self.order is None else {
-                "order": self.order, "batches_done": self.batches_done, "loss_sum": self.epoch_loss[0],
-                "count": self.epoch_loss[1]},
+    def state(self, with_optimizer: bool = True) -> dict:
+        state = {
+            **self.meta, "format_version": checkpoint.FORMAT_VERSION,
+            "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else None,
+            "process_state": self.process.state_dict(), "step": self.step, "unit": self.unit_index(),
+            "best": dict(self.best), "generator": self.generator.get_state(), "rng": checkpoint.rng_state(),
+            "source": self.source.state_dict(), "running": dict(self.running), "seconds": self.seconds,
         }
+        if with_optimizer:
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
 
     def load_state(self, state: dict) -> None:
-        self.denoiser.load_state_dict(state["model"])
+        self.model.load_state_dict(state["model"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.epoch = int(state["epoch"])
+        self.process.load_state_dict(state["process_state"])
         self.step = int(state["step"])
-        self.best.update(state["best"])
+        self.best = dict(state["best"])
         self.generator.set_state(state["generator"])
         checkpoint.set_rng_state(state["rng"])
-        progress = state.get("epoch_progress")
-        if progress is not None:
-            self.order = progress["order"]
-            self.batches_done = int(progress["batches_done"])
-            self.epoch_loss = [float(progress["loss_sum"]), int(progress["count"])]
+        self.source.load_state_dict(state["source"])
+        self.running = dict(state["running"])
+        self.seconds = float(state["seconds"])
 
     def sampling_model(self):
         """EMA weights when EMA is on (they are what the metrics judge)."""
-        return self.ema.shadow if self.ema is not None else self.denoiser
+        return self.ema.shadow if self.ema is not None else self.model
+
+    def unit_index(self) -> int:
+        return self.step // self.s.steps_per_unit
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> None:
@@ -149,150 +144,226 @@ class Trainer:
         if main:
             self.savedir.mkdir(parents=True, exist_ok=True)
             # Temporary files of writes that a crash (kill -9) interrupted; the real files are whole.
-            for stale in self.savedir.glob(".*.tmp"):
+            for stale in self.savedir.glob("**/.*.tmp"):
                 stale.unlink(missing_ok=True)
-            if self.epoch == 0:
-                self.plot_noise()
-            self._trim_results()
+            trim_jsonl(self.savedir / "results.json", self.s.unit, self.unit_index())
+            if self.step == 0 and self.start_figures is not None:
+                self.start_figures(self.savedir)
         if self.s.tensorboard and main:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.savedir / "tb"), purge_step=self.step)
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
-            signal.signal(sig, self.request_stop)
-        bar = tqdm(range(self.epoch + 1, self.s.epochs + 1), desc="epochs", disable=not self.progress,
-                   initial=self.epoch, total=self.s.epochs)
-        self.log = LogLines("train", "epoch", self.s.epochs, done=self.epoch, enabled=self.s.log_lines and main)
-        began = time.time()
-        for epoch in bar:
-            start = time.time()
-            loss = self.train_epoch(epoch)
-            row = {"epoch": epoch, "loss": loss, "loss_valid": self.validation_loss(),
-                   "lr": self.optimizer.param_groups[0]["lr"]}
-            self.epoch = epoch
-            # Rank 0's clock decides, so every rank stops after the same epoch.
-            out_of_time = self.dist.broadcast_flag(
-                self.s.max_minutes is not None and time.time() - began > 60 * self.s.max_minutes)
-            self.log.unit_done(epoch, step=self.step, loss=loss, loss_valid=row["loss_valid"])
-            if epoch % self.s.record_interval == 0 or epoch == self.s.epochs or out_of_time:
-                values = self.record(epoch)
-                row.update(values)
-                self.log.metrics(epoch, {k: v for k, v in values.items() if k in metrics.METRIC_NAMES
-                                         or k.endswith("_x_floor")})
-            row["time"] = time.time() - start
-            if main:
-                self.write_row(row)
-                self.save(self.state(), self.savedir / "model.pt")
-            bar.set_postfix(loss=f"{loss:.4g}", w_total=row.get("w_total", "-"))
-            if out_of_time and main:
-                print(f"stopping after epoch {epoch}: max_minutes={self.s.max_minutes} reached", file=sys.stderr)
+        old = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+        try:
+            self._loop()
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            if self.writer is not None:
+                self.writer.close()
+
+    def _loop(self) -> None:
+        s, main = self.s, self.dist.is_main
+        bar = tqdm(total=s.total_steps, initial=self.step, desc="steps", disable=not (s.progress and main))
+        log = LogLines("train", s.unit, s.length, done=self.unit_index(), enabled=s.log_lines and main)
+        began = time.time() - self.seconds
+        started = time.time()
+        batches = self.source.batches(s.batch_size, self.generator)
+        while self.step < s.total_steps:
+            terms, n = self.train_step(next(batches))
+            bar.update(1)
+            self.seconds = time.time() - began
+            if s.unit == "epoch":
+                log.advance(n, self.unit_index(), step=self.step, loss=self._mean("loss"))
+            else:
+                log.tick(n, self.step, loss=self._mean("loss"))
+            stop = self.stop_everywhere
+            if self.step % s.steps_per_unit and not stop:
+                continue
+            unit = self.unit_index()
+            # Rank 0's clock decides, so every rank stops after the same unit.
+            out_of_time = self.dist.broadcast_flag(s.max_minutes is not None
+                                                   and time.time() - started > 60 * s.max_minutes)
+            last = self.step == s.total_steps or out_of_time
+            if not self.step % s.steps_per_unit:
+                self._unit_done(unit, last, log, bar)
+            if stop:
+                self._save_latest()
+                self.dist.barrier()
+                raise Preempted(f"stopped by signal at {s.unit} {unit}, step {self.step}; "
+                                f"model.pt holds the state to resume from")
             if out_of_time:
+                if main:
+                    print(f"stopping after {s.unit} {unit}: max_minutes={s.max_minutes} reached", file=sys.stderr)
                 break
-        if self.writer is not None:
-            self.writer.close()
+        bar.close()
+
+    def _unit_done(self, unit: int, last: bool, log, bar) -> None:
+        s = self.s
+        if s.unit == "epoch":
+            log.unit_done(unit, step=self.step, loss=self._mean("loss"))
+        row = None
+        if unit % s.log_interval == 0 or last:
+            row = {s.unit: unit, "step": self.step, **{k: self._mean(k) for k in self.running if k != "_count"},
+                   "lr": self.optimizer.param_groups[0]["lr"]}
+            valid_loss = self.validation_loss()
+            if valid_loss is not None:
+                row["loss_valid"] = valid_loss
+            self.running = {}
+        if unit % s.record_interval == 0 or last:
+            values = self.record(unit)
+            log.metrics(unit, values)
+            row = {**(row or {s.unit: unit, "step": self.step}), **values}
+        if s.figure_interval and (unit % s.figure_interval == 0 or last) and self.figure is not None:
+            self.draw_figure(unit)
+        if row is not None and self.dist.is_main:
+            row["time"] = round(self.seconds, 2)
+            self.write_row(row)
+            bar.set_postfix(loss=f"{row.get('loss', math.nan):.4g}")
+        if unit % s.checkpoint_interval == 0 or last:
+            self._save_latest()
+        if s.snapshot_interval and unit % s.snapshot_interval == 0 and self.dist.is_main:
+            self.save(self.state(), self.savedir / "snapshots" / f"model.{self.step}.pt")
 
     def request_stop(self, *_) -> None:
         """Signal handler (SIGUSR1 / SIGTERM): stop after the current step with a checkpoint."""
         self.stop_requested = True
 
-    def train_epoch(self, epoch: int) -> float:
-        self.denoiser.train()
-        n = len(self.train_data)
-        if self.order is None:
-            self.order = torch.randperm(n, generator=self.generator)
-            self.batches_done, self.epoch_loss = 0, [0.0, 0]
-        steps = range(self.batches_done * self.s.batch_size, n, self.s.batch_size)
-        for start in tqdm(steps, desc=f"epoch {epoch}", leave=False, disable=not self.progress):
-            u = self.train_data[self.order[start:start + self.s.batch_size]]
-            if self.s.augment:
-                u = random_flips(u, self.generator)
-            loss, n = self.sharded_loss(u.to(self.device), self.generator, train=True)
-            self.optimizer.zero_grad(set_to_none=True)
-            (loss * (self._local_count(n) * self.dist.world_size / n)).backward()
-            self.dist.average_gradients(self.denoiser.parameters())
-            if self.s.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.denoiser.parameters(), self.s.grad_clip)
-            self.optimizer.step()
-            if self.ema is not None:
-                self.ema.update(self.denoiser)
-            # One all-reduce per step: the global batch loss and whether any rank was signalled.
-            total, stops = self.dist.sum([loss.item() * self._local_count(n), float(self.stop_requested)])
-            if not math.isfinite(total):
-                # Nothing is saved from here on: model.pt on disk is the last good state.
-                raise TrainingDiverged(f"loss became {total / n} at epoch {epoch}, step {self.step}; "
-                                       f"stopped, last good checkpoint kept in {self.savedir}")
-            self.step += 1
-            self.batches_done += 1
-            self.epoch_loss[0] += total
-            self.epoch_loss[1] += n
-            self.log.advance(n, epoch - 1, step=self.step, loss=self.epoch_loss[0] / self.epoch_loss[1])
-            if self.writer is not None:
-                self.writer.add_scalar("train/loss_step", total / n, self.step)
-            if stops > 0:
-                if self.dist.is_main:
-                    self.save(self.state(), self.savedir / "model.pt")
-                self.dist.barrier()
-                raise Preempted(f"stopped by signal at epoch {epoch}, step {self.step}; "
-                                f"model.pt holds the state to resume from")
-        mean = self.epoch_loss[0] / self.epoch_loss[1]
-        self.order = None
-        return mean
+    def _mean(self, key: str) -> float:
+        count = self.running.get("_count", 0)
+        return self.running.get(key, math.nan) / count if count else math.nan
 
-    def _local_count(self, n: int) -> int:
+    def _set_lr(self) -> None:
+        factor = self.lr_factor(self.step)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+
+    def train_step(self, batch):
+        """One optimiser step on the global batch; returns the logged terms and the batch size."""
+        self.model.train()
+        self._set_lr()
+        n = len(batch)
+        shard, count = self._shard(n)
+        draw = self.process.loss(self.model, batch.to(self.device), self.generator, shard, self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        # Each rank's mean over its rows, weighted so that averaging over ranks gives the batch mean.
+        (draw.loss * (count * self.dist.world_size / n)).backward()
+        self.dist.average_gradients(self.model.parameters())
+        if self.s.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip)
+        self.optimizer.step()
+        self._update_ema()
+        names = ["loss", *draw.terms]
+        # One all-reduce per step: the global loss terms and whether any rank was signalled.
+        *totals, stops = self.dist.sum([float(draw.loss.detach()) * count,
+                                        *(v * count for v in draw.terms.values()), float(self.stop_requested)])
+        self.stop_everywhere = stops > 0
+        if not math.isfinite(totals[0]):
+            # Nothing is saved from here on: model.pt on disk is the last good state.
+            raise TrainingDiverged(f"loss became {totals[0] / n} at step {self.step}; stopped, the last good "
+                                   f"checkpoint is kept in {self.savedir}")
+        self.step += 1
+        for name, total in zip(names, totals):
+            self.running[name] = self.running.get(name, 0.0) + total / n
+        self.running["_count"] = self.running.get("_count", 0) + 1
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss_step", totals[0] / n, self.step)
+        return dict(zip(names, totals)), n
+
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        if self.step < self.s.ema_update_after:
+            self.ema.copy_from(self.model)
+        elif self.step % self.s.ema_update_every == 0:
+            self.ema.update(self.model)
+
+    def _shard(self, n: int):
+        """This rank's rows of a batch of n and how many they are; an empty shard runs one row at
+        weight zero so that its gradients exist for the all-reduce."""
         part = self.dist.shard(n)
-        return part.stop - part.start
-
-    def sharded_loss(self, u: torch.Tensor, generator: torch.Generator, train: bool):
-        """This rank's mean loss over its shard of the batch u, and the batch size.
-
-        The objective draws noise for all of u (the shared stream stays in step on every
-        rank); a rank with an empty shard runs one sample at weight zero so that its
-        gradients exist for the all-reduce.
-        """
-        part = self.dist.shard(len(u))
-        if part.stop == part.start:
-            part = slice(0, 1)
-        with torch.set_grad_enabled(train):
-            return self.objective(self.denoiser, u, generator, part), len(u)
+        count = part.stop - part.start
+        return (part if count else slice(0, 1)), count
 
     @torch.no_grad()
-    def validation_loss(self) -> float:
-        """Loss on the validation split with the same noise every epoch (comparable values)."""
-        self.denoiser.eval()
-        gen = torch.Generator().manual_seed(self.s.seed + 1)
-        total = 0.0
-        for start in range(0, len(self.valid_data), self.s.val_batch_size):
-            u = self.valid_data[start:start + self.s.val_batch_size].to(self.device)
-            loss, n = self.sharded_loss(u, gen, train=False)
-            total += loss.item() * self._local_count(n)
-        return self.dist.sum([total])[0] / len(self.valid_data)
+    def validation_loss(self) -> float | None:
+        """Loss on the validation split with the same draws every time (comparable values)."""
+        x, labels = self.valid
+        if x is None or len(x) == 0:
+            return None
+        from .data.sources import Batch
 
-    # ------------------------------------------------------------ validation
-    def record(self, epoch: int) -> dict:
+        if self.s.n_valid is not None:
+            x, labels = x[:self.s.n_valid], None if labels is None else labels[:self.s.n_valid]
+        self.model.eval()
+        gen = torch.Generator().manual_seed(self.s.seed + 1)
+        total, size = 0.0, self.s.eval_batch_size
+        for start in range(0, len(x), size):
+            batch = Batch(x[start:start + size], None if labels is None else labels[start:start + size])
+            shard, count = self._shard(len(batch))
+            draw = self.process.loss(self.model, batch.to(self.device), gen, shard, self.step)
+            total += float(draw.loss) * count
+        return self.dist.sum([total])[0] / len(x)
+
+    # ------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def generate(self, n: int, seed: int | None = None) -> torch.Tensor:
+        """n samples with seeds eval_seed + k: each rank draws its contiguous share, every rank gets all."""
+        seed = self.s.eval_seed if seed is None else seed
         model = self.sampling_model().eval()
-        # Each rank draws its contiguous share of the Ntest seeds; every rank then holds all.
-        seeds = [self.s.val_seed + k for k in range(self.s.Ntest)][self.dist.shard(self.s.Ntest)]
-        if seeds:
-            mine = generate(model, self.noise, self.s.sampling_sigmas, len(seeds), self.resolution, seeds,
-                            self.s.val_batch_size, sampler=self.sampler, device=self.device,
-                            progress=self.progress, **self.s.sampler_options)
-        else:
-            mine = torch.empty(0, *self.valid_data.shape[1:])
-        samples = self.dist.gather_cat(mine)
-        values = metrics.validation_metrics(self.valid_data, samples, self.s.kind, self.real_stats)
-        values.update(metrics.relative_to_floor(values, self.floor))
-        values.update(self.floor_columns)
-        if self.dist.is_main:
-            plotting.plot_fields(samples[:self.s.n_plot], self.savedir / "samples" / f"{epoch}", kind=self.s.kind,
-                                 suptitle=f"epoch {epoch}: {plotting.floor_caption(values, 'w_total')}")
-        for name in metrics.METRIC_NAMES:
+        mine = [seed + k for k in range(n)][self.dist.shard(n)]
+        parts = []
+        for start in range(0, len(mine), self.s.eval_batch_size):
+            seeds = mine[start:start + self.s.eval_batch_size]
+            labels = None
+            if self.s.num_classes:
+                labels = torch.tensor([(s - seed) % self.s.num_classes for s in seeds], device=self.device)
+            parts.append(self.process.sample(model, seeds, self.s.sample_shape, self.device, labels=labels,
+                                             **self.s.sample_options))
+        mine = torch.cat(parts) if parts else torch.empty(0, *self.s.sample_shape)
+        return self.dist.gather_cat(mine.float().cpu())
+
+    def context(self):
+        cache = {}
+
+        def generate(n):
+            if n not in cache:
+                cache[n] = self.generate(n)
+            return cache[n]
+
+        return SimpleNamespace(model=self.sampling_model().eval(), process=self.process, valid=self.valid[0],
+                               valid_labels=self.valid[1], generate=generate, device=self.device, step=self.step,
+                               dist=self.dist, savedir=self.savedir, cache=cache)
+
+    def record(self, unit: int) -> dict:
+        ctx = self.context()
+        values = {}
+        for evaluator in self.evaluators:
+            values.update(evaluator(ctx))
+        if self.figure is not None and not self.s.figure_interval:
+            # Every rank takes part in generating (a gather); the evaluators' samples when they drew some.
+            n = self.s.n_samples if self.s.n_samples in ctx.cache else self.s.n_plot
+            samples = ctx.generate(n)[:self.s.n_plot]
+            if self.dist.is_main:
+                self.figure(samples, self.savedir / "samples" / f"{unit}", f"{self.s.unit} {unit}", values)
+        tracked = self.s.track if self.s.track is not None else [
+            m for ev in self.evaluators for m in ev.metrics]
+        for name in tracked:
             value = values.get(name)
-            if value is not None and math.isfinite(value) and value < self.best[name]:
+            if value is not None and math.isfinite(value) and value < self.best.get(name, math.inf):
                 self.best[name] = value
                 if self.dist.is_main:
-                    state = self.state()
-                    del state["optimizer"]
-                    self.save(state, self.savedir / f"model.{name}.pt")
+                    self.save(self.state(with_optimizer=False), self.savedir / f"model.{name}.pt")
         return values
+
+    def draw_figure(self, unit: int) -> None:
+        samples = self.generate(self.s.n_plot)
+        if self.dist.is_main:
+            self.figure(samples, self.savedir / "samples" / f"{unit}", f"{self.s.unit} {unit}", {})
+
+    # ------------------------------------------------------------ writing
+    def _save_latest(self) -> None:
+        if self.dist.is_main:
+            self.save(self.state(), self.savedir / "model.pt")
 
     def write_row(self, row: dict) -> None:
         try:
@@ -303,41 +374,15 @@ class Trainer:
                                         f"{err.strerror or err} (disk full?); model.pt is intact") from None
         if self.writer is not None:
             for key, value in row.items():
-                if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
-                    self.writer.add_scalar(key, value, row["epoch"])
+                if key not in (self.s.unit, "step") and isinstance(value, (int, float)) and math.isfinite(value):
+                    self.writer.add_scalar(key, value, row["step"])
             self.writer.flush()
-
-    def _trim_results(self) -> None:
-        """On resume, drop lines of epochs after the checkpoint (each epoch appears once)."""
-        trim_jsonl(self.savedir / "results.json", "epoch", self.epoch)
 
     def save(self, state: dict, path: Path) -> None:
         """Atomic checkpoint write; a full disk (or any OS error) is one clear line, old file kept."""
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             checkpoint.atomic_save(state, path)
         except OSError as err:
             raise CheckpointWriteFailed(f"cannot write {path}: {err.strerror or err} (disk full?); "
                                         f"the previous {path.name} is intact, nothing else was changed") from None
-
-    # ----------------------------------------------------------------- figures
-    @torch.no_grad()
-    def plot_noise(self) -> None:
-        gen = torch.Generator().manual_seed(self.s.seed + 2)
-        out = self.savedir / "noise"
-        z = self.noise.sample(5, self.resolution, gen)
-        plotting.plot_fields(z, out / "noise_samples", kind="real", ncols=5, colorbar=True,
-                             suptitle="noise samples z ~ N(0, C) (channel 0)")
-        init = self.process.sigma_max * self.noise.sample(5, self.resolution, gen)
-        plotting.plot_fields(init, out / "init_samples", kind="real", ncols=5, colorbar=True,
-                             suptitle=f"sampler start sigma_1 z, sigma_1 = {self.process.sigma_max:.4g}")
-        plotting.plot_matrix(self.noise.covariance(self.resolution, 200), out / "noise_sampler_C",
-                             title="noise covariance C[0:200, 0:200] (from the kernel)")
-        # u + sigma z from sigma_1 to sigma_L, exactly as training perturbs.
-        sig = self.process.sigmas
-        idx = torch.linspace(0, len(sig) - 1, min(16, len(sig))).round().long()
-        sigmas = sig[idx].float()
-        u = self.train_data[:1].expand(len(sigmas), *self.train_data.shape[1:])
-        z = self.noise.sample(len(sigmas), self.resolution, gen)
-        noised = self.process.perturb(u, sigmas, z)
-        plotting.plot_fields(noised, self.savedir / "u_noised", kind="real", ncols=4, exts=("png",),
-                             titles=[f"u + {s:.3g} z" for s in sigmas.tolist()], colorbar=True)

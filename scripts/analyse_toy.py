@@ -2,7 +2,7 @@
 """Analyse the two-atom toy experiments against the analytic solution.
 
 For "analytical" (the exact score, no run needed) and for every trained experiment in
-RUNS_DIR/<name>/model.pt it:
+RUNS_DIR/<name>/model.pt (a run folder of train.py, loaded with build.load_run) it:
   1. draws samples with the reverse SDE (or probability-flow ODE) and plots them;
   2. measures the mode balance (fraction nearest to mu = (0.25, 0.75); exact: 1/2) and
      its binomial standard error;
@@ -15,13 +15,13 @@ RUNS_DIR/<name>/model.pt it:
      sum_t E sigma^2|s*|^2) on a grid of t, with exact draws from p_t;
   5. writes a GIF of the learned and analytic score fields over t.
 Results: OUT/results.json, OUT/table.org (an org table), OUT/<name>/*.png|gif, and
-OUT/score_error.png (all experiments). Every draw is seeded (--seed).
+OUT/score_error.png (all experiments). Every draw is seeded (--seed; sample k uses seed + k).
+The measures are those of eval.py --mode score (model_code/toy_analysis.py).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -42,7 +42,8 @@ def parse_args(argv=None):
                    help="names to analyse; 'analytical' uses the exact score, any other name the run "
                         "RUNS_DIR/NAME (default: analytical and the five experiments)")
     p.add_argument("--base-config", default=str(ROOT / "configs" / "toy" / "base_config.yaml"),
-                   help="config giving data and process parameters for 'analytical' (default: configs/toy/base_config.yaml)")
+                   help="config giving data and process parameters for 'analytical' "
+                        "(default: configs/toy/base_config.yaml)")
     p.add_argument("--out", default=str(ROOT / "runs" / "toy" / "analysis"),
                    help="output folder for figures, results.json and table.org (default: runs/toy/analysis)")
     p.add_argument("--n-samples", type=int, default=5000, help="samples drawn per experiment (default 5000)")
@@ -53,6 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--n-error", type=int, default=4000, help="draws from p_t per t for the score error (default 4000)")
     p.add_argument("--gif-frames", type=int, default=16, help="frames of the score-field GIF (default 16; 0: no GIF)")
     p.add_argument("--grid", type=int, default=17, help="grid points per axis of the score-field plots (default 17)")
+    p.add_argument("--batch", type=int, default=1000, help="samples drawn per sampler call (default 1000)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -62,66 +64,52 @@ def parse_args(argv=None):
 def analyse_one(name, args, out: Path, base_cfg):
     import numpy as np
     import torch
-    from scipy import stats
 
-    from model_code import plotting_toy, toy_runs
-    from model_code.data.toy import mode_balance, nearest_mode
-    from model_code.processes.wrapped_ve import generate
-    from model_code.toy_score import score_error
+    from model_code import build, plotting_toy
+    from model_code import toy_analysis as ta
 
     if name == "analytical":
         cfg = base_cfg
-        data, process, analytic, _ = toy_runs.build_parts(cfg)
-        model = analytic
+        process, model = ta.exact_model(cfg)
+        score = model
     else:
-        run = Path(args.runs_dir) / name
-        if not (run / "model.pt").is_file():
-            raise FileNotFoundError(f"{run}/model.pt")
-        net, cfg = toy_runs.load_model(run, use_ema=not args.no_ema)
-        data, process, analytic, _ = toy_runs.build_parts(cfg)
-        model = net
-    sched = process.schedule
-    modes = data.modes()
-    n_atoms = data.n_atoms
+        run_dir = Path(args.runs_dir) / name
+        if not (run_dir / "model.pt").is_file():
+            raise FileNotFoundError(f"{run_dir}/model.pt")
+        run = build.load_run(run_dir, "model.pt", device="cpu", use_ema=not args.no_ema)
+        if run.kind != "atoms":
+            from model_code.errors import UserError
+
+            raise UserError(f"{run_dir} is not a toy run (its data are {run.kind})")
+        cfg, process, model = run.cfg, run.process, run.model
+        score = ta.as_score(model)
+    data, analytic, sched = ta.toy_parts(cfg)
+    n_atoms = len(cfg.data.atoms.mu)
     t0 = time.time()
-    gen = torch.Generator().manual_seed(args.seed)
-    x = generate(model, process, args.n_samples, n_atoms, gen, sampler=args.sampler, n_steps=args.n_steps, data=data)
-    balance, balance_se = mode_balance(x, modes)
-    _, r = nearest_mode(x, modes)
-    final_sigma = sched.sigma_min if args.sampler == "euler_maruyama" else 0.0
-    scale = math.sqrt(data.sigma_d ** 2 + final_sigma ** 2)
-    ks = stats.kstest(r.numpy(), "rayleigh", args=(0.0, scale))
+    options = {"sampler": args.sampler, "n_steps": args.n_steps}
+    if getattr(process, "prior", "uniform") == "exact":
+        options["data"] = data
+    seeds = [args.seed + k for k in range(args.n_samples)]
+    x = torch.cat([process.sample(model, seeds[i:i + args.batch], (n_atoms,), "cpu", **options)
+                   for i in range(0, len(seeds), args.batch)]).double()
+    stats, r = ta.sample_analysis(x, data, ta.final_sigma(sched, args.sampler))
     ts = np.linspace(0.0, 1.0, args.n_times)
-    gen.manual_seed(args.seed + 1)
-    errors = score_error(model, analytic, data, sched, ts, args.n_error, gen)
-    weighted = np.array([e["weighted"] for e in errors])
-    relative = np.array([e["relative"] for e in errors])
-    res = {
-        "name": name, "n_samples": args.n_samples, "sampler": args.sampler, "n_steps": args.n_steps,
-        "mode_balance": balance, "mode_balance_se": balance_se,
-        "mode_balance_z": (balance - 0.5) / (0.5 / math.sqrt(args.n_samples)) if n_atoms == 2 else None,
-        "rayleigh_scale": scale, "ks_distance": float(ks.statistic), "ks_pvalue": float(ks.pvalue),
-        # sqrt(E r^2 / 2) / scale: 1 for the exact law; > 1 means modes too wide, < 1 too narrow
-        "width_ratio": float((r.double().pow(2).mean() / 2).sqrt()) / scale,
-        "ks_critical_5pct": 1.358 / math.sqrt(args.n_samples),
-        "score_error_mean": float(weighted.mean()), "score_error_per_t": errors,
-        "relative_error_overall": float(weighted.mean() / np.mean([e["reference"] for e in errors])),
-        "relative_error_t0": float(relative[0]),
-    }
+    errors = ta.score_analysis(score, analytic, data, sched, ts, args.n_error,
+                               torch.Generator().manual_seed(args.seed + 1))
+    res = {"name": name, "sampler": args.sampler, "n_steps": args.n_steps, **stats, **errors}
     d = out / name
     d.mkdir(parents=True, exist_ok=True)
-    xs, m = x.numpy(), modes.numpy()
-    if n_atoms == 2:
-        plotting_toy.sample_scatter(xs, m, d / "samples", f"{name}: balance {balance:.3f}")
-    plotting_toy.radial_histogram(r.numpy(), scale, d / "radial", f"{name}: KS D={ks.statistic:.3f}")
+    balance, ks = stats["mode_balance"], stats["ks_distance"]
+    ta.scatter(d, x.float(), data, f"{name}: balance {balance:.3f}")
+    plotting_toy.radial_histogram(r.numpy(), stats["rayleigh_scale"], d / "radial", f"{name}: KS D={ks:.3f}")
     if args.gif_frames and n_atoms == 2:
         tg = np.linspace(1.0, 0.0, args.gif_frames)
         sig = [float(sched.sigma(torch.tensor(t, dtype=torch.float64))) for t in tg]
-        grid, exact = toy_runs.score_field_arrays(analytic, sig, args.grid)
+        grid, exact = ta.score_field_arrays(analytic, sig, args.grid)
         fields = {"analytic": exact}
         if name != "analytical":
-            fields = {f"learned ({name})": toy_runs.score_field_arrays(model, sig, args.grid)[1], **fields}
-        plotting_toy.score_field_gif(grid, fields, sig, tg, m, d / "score_field.gif")
+            fields = {f"learned ({name})": ta.score_field_arrays(score, sig, args.grid)[1], **fields}
+        plotting_toy.score_field_gif(grid, fields, sig, tg, data.modes().numpy(), d / "score_field.gif")
     res["seconds"] = round(time.time() - t0, 1)
     return res
 
@@ -142,14 +130,14 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from model_code import plotting_toy, toy_runs
+    from model_code import config, plotting_toy
     from model_code.errors import UserError
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.n_samples < 2 or args.n_steps < 1 or args.n_times < 2 or args.n_error < 1:
-        raise UserError("--n-samples >= 2, --n-steps >= 1, --n-times >= 2, --n-error >= 1 are required")
-    base_cfg = toy_runs.to_plain(toy_runs.load_config([args.base_config]))
+    if args.n_samples < 2 or args.n_steps < 1 or args.n_times < 2 or args.n_error < 1 or args.batch < 1:
+        raise UserError("--n-samples >= 2, --n-steps >= 1, --n-times >= 2, --n-error >= 1, --batch >= 1 are required")
+    base_cfg = config.load([args.base_config], [])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results, missing = [], []

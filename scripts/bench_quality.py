@@ -18,6 +18,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from model_code import build  # noqa: E402  (after the sys.path line)
+
+
+def sampler_setup(cfg, name, steps=None):
+    """(sampler function, sigma grid, options) of build.sampler_setup's options."""
+    from model_code.samplers import SAMPLERS
+
+    options = build.sampler_setup(cfg, name, steps)
+    return SAMPLERS[options.pop("sampler")], options.pop("sigmas"), options
 
 
 def parse_args():
@@ -38,7 +47,7 @@ def parse_args():
 def train(cfg: str, run_dir: Path, minutes: float, quick: bool) -> float:
     extra = [f"max_minutes={minutes}"] + (["Ntest=32", "record_interval=1000", "L=20"] if quick else [])
     start = time.time()
-    subprocess.run([sys.executable, str(ROOT / "train.py"), "--cfg", cfg, "--savedir", str(run_dir), "--quiet",
+    subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", cfg, "--savedir", str(run_dir), "--quiet",
                     *extra], check=True)
     return (time.time() - start) / 60
 
@@ -46,30 +55,28 @@ def train(cfg: str, run_dir: Path, minutes: float, quick: bool) -> float:
 def evaluate(run_dir: Path, n: int, factor: int, out: Path, sampler_name: str, overrides: dict) -> dict:
     import torch
 
-    from model_code import build, checkpoint, metrics, plotting
+    from model_code import metrics, plotting
     from model_code.data.grf import PeriodicGRF
     from model_code.samplers import generate
 
-    state = checkpoint.load(run_dir / "model.pt")
-    args = build.args_from_checkpoint(state)
-    denoiser = build.denoiser_from_checkpoint(state, "cpu")
-    noise = build.noise_from_description(state["noise"])
-    sampler, sigmas, options = build.sampler_setup(args, sampler_name)
+    run = build.load_run(run_dir, "model.pt", "cpu")
+    args, denoiser, noise = run.cfg, run.model, run.process.noise
+    sampler, sigmas, options = sampler_setup(args, sampler_name)
     options.update({k: v for k, v in overrides.items() if k in options})
-    res = args.resolution * factor
-    field = PeriodicGRF(alpha=args.grf_alpha, tau=args.grf_tau)
+    res = args.data.resolution * factor
+    field = PeriodicGRF(alpha=args.data.grf_alpha, tau=args.data.grf_tau)
     real_a = field.sample(n, res, torch.Generator().manual_seed(7_000))
     real_b = field.sample(n, res, torch.Generator().manual_seed(8_000))
     start = time.time()
     samples = generate(denoiser, noise, sigmas, n, (res, res), [30_000_000 + k for k in range(n)],
-                       args.val_batch_size, sampler=sampler, **options)
+                       args.eval.batch_size, sampler=sampler, **options)
     seconds = time.time() - start
     gen = metrics.validation_metrics(real_a, samples, "real")
     floor = metrics.validation_metrics(real_a, real_b, "real")
     tag = f"{res}px_{sampler_name}"
     plotting.plot_stat_histograms(metrics.real_stats(real_a), metrics.real_stats(samples),
                                   {**gen, **metrics.relative_to_floor(gen, floor)}, out / f"final_stats_{tag}",
-                                  kind="real", title=f"GRF benchmark at {res} px (trained at {args.resolution} px), "
+                                  kind="real", title=f"GRF benchmark at {res} px (trained at {args.data.resolution} px), "
                                                      f"{sampler_name}", exts=("png",))
     plotting.plot_fields(torch.cat([real_a[:4], samples[:4]]), out / f"samples_{tag}", kind="real", ncols=4,
                          titles=["real"] * 4 + ["generated"] * 4, exts=("png",))

@@ -44,6 +44,15 @@ CONFIRM_SEED = 31_000_000  # fresh seeds for the confirmation of the selected co
 SIGMA_MIN_SWEEP = (0.05, 0.1, 0.2)   # (b): last grid level of the fast samplers
 REAL_SEED = 7_000
 FLOOR_SEED = 8_000
+from model_code import build  # noqa: E402  (after the sys.path line)
+
+
+def sampler_setup(cfg, name, steps=None):
+    """(sampler function, sigma grid, options) of build.sampler_setup's options."""
+    from model_code.samplers import SAMPLERS
+
+    options = build.sampler_setup(cfg, name, steps)
+    return SAMPLERS[options.pop("sampler")], options.pop("sigmas"), options
 
 
 def parse_args():
@@ -331,7 +340,7 @@ def find_run(a):
 
 
 def trained_part(a, out: Path, suffix: str):
-    from model_code import build, checkpoint, plotting
+    from model_code import plotting
     from model_code.data.grf import PeriodicGRF
     from model_code.metrics import real_stats
     from model_code.samplers import SAMPLERS
@@ -345,12 +354,10 @@ def trained_part(a, out: Path, suffix: str):
         return None
     n = a.n or (64 if a.quick else 256)
     budget_s = 60.0 * (a.budget if a.budget is not None else (1.5 if a.quick else 25.0))
-    state = checkpoint.load(run_dir / "model.pt")
-    args = build.args_from_checkpoint(state)
-    denoiser = build.denoiser_from_checkpoint(state, "cpu")
-    noise = build.noise_from_description(state["noise"])
-    res = args.resolution
-    field = PeriodicGRF(alpha=args.grf_alpha, tau=args.grf_tau)
+    run = build.load_run(run_dir, "model.pt", "cpu")
+    args, denoiser, noise = run.cfg, run.model, run.process.noise
+    res = args.data.resolution
+    field = PeriodicGRF(alpha=args.data.grf_alpha, tau=args.data.grf_tau)
     ref = field.sample(512, res, torch.Generator().manual_seed(REAL_SEED))
     ref_stats = real_stats(ref)
     floors = [w_metrics(ref, ref_stats, field.sample(n, res, torch.Generator().manual_seed(FLOOR_SEED + k)))
@@ -394,7 +401,7 @@ def trained_part(a, out: Path, suffix: str):
         return row
 
     others = ("dpm_solver_2m", "heun_ode", "euler_ode", "edm_stochastic", "euler_maruyama")
-    _, run_sigmas, run_opts = build.sampler_setup(args, "annealed_langevin")
+    _, run_sigmas, run_opts = sampler_setup(args, "annealed_langevin")
     L0 = len(run_sigmas)
     eps_list = (6e-4, 1e-3) if a.quick else (3e-4, 6e-4, 1e-3, 1.5e-3)
     t_list = (1, 2) if a.quick else (1, 2, 3)
@@ -420,7 +427,7 @@ def trained_part(a, out: Path, suffix: str):
     # 2. the other samplers at small step counts
     for steps in ((3, 5, 10) if a.quick else (3, 5, 10, 20)):
         for name in others:
-            _, sig, opts = build.sampler_setup(args, name, steps)
+            _, sig, opts = sampler_setup(args, name, steps)
             execute(name, f"n={steps}", sig, opts)
     # 2b. the fast samplers' own knob: where their grid ends. Their last step is a pure
     # denoise D(x, sigma_last), which a less-than-perfect network does best from a sigma
@@ -429,8 +436,8 @@ def trained_part(a, out: Path, suffix: str):
         for steps in (5, 8, 10):
             for smin in SIGMA_MIN_SWEEP:
                 for name in ("dpm_solver_2m", "heun_ode", "edm_stochastic"):
-                    _, _, opts = build.sampler_setup(args, name, steps)
-                    execute(name, f"n={steps} sigma_min={smin:g}", edm_sigmas(args.sigma_1, smin, steps, args.rho),
+                    _, _, opts = sampler_setup(args, name, steps)
+                    execute(name, f"n={steps} sigma_min={smin:g}", edm_sigmas(args.process.sigma_max, smin, steps, args.sampler.rho),
                             opts)
     # 3. Langevin with more steps per level for the remaining epsilons (budget permitting)
     for T in t_list[1:]:
@@ -439,12 +446,12 @@ def trained_part(a, out: Path, suffix: str):
     # 4. the other samplers with more steps
     if not a.quick:
         for name in others:
-            _, sig, opts = build.sampler_setup(args, name, 40)
+            _, sig, opts = sampler_setup(args, name, 40)
             execute(name, "n=40", sig, opts)
     # 5. Langevin on other numbers of levels (the two best epsilons)
     if not a.quick:
         for L, T in ((30, 1), (30, 2), (120, 1)):
-            sig = sigma_levels(args.sigma_1, args.sigma_L, L, args.schedule)
+            sig = sigma_levels(args.process.sigma_max, args.process.sigma_min, L, args.process.schedule)
             for eps in ranked[:2]:
                 langevin(L, sig, T, eps)
     rows.sort(key=lambda r: (list(dict.fromkeys(["annealed_langevin", *others])).index(r["sampler"]), r["nfe"]))
@@ -456,8 +463,8 @@ def trained_part(a, out: Path, suffix: str):
     cheapest_lang = min((r for r in lang if r["w_total"] <= target), key=lambda r: r["nfe"])
     matches = match(rows, "w_total", target)
 
-    print(f"\n## (b) Trained model {run_dir.name} ({args.arch}, {res} px, GRF alpha {args.grf_alpha}, tau "
-          f"{args.grf_tau}), n = {n} generated vs 512 real; {threads} torch thread(s) (measured s per NFE: "
+    print(f"\n## (b) Trained model {run_dir.name} ({args.net.type}, {res} px, GRF alpha {args.data.grf_alpha}, tau "
+          f"{args.data.grf_tau}), n = {n} generated vs 512 real; {threads} torch thread(s) (measured s per NFE: "
           f"{', '.join(f'{t} thread(s) {v:.2f}' for t, v in timings.items())}); sampling {total_s:.0f} s of a "
           f"{budget_s / 60:.0f}-minute budget\n")
     print(f"Floor = W1(real 512, independent real {n}), mean +- sd over {N_FLOOR_SETS} sets: w_var "
@@ -500,7 +507,7 @@ def trained_part(a, out: Path, suffix: str):
         series, fig, "w_total = w_var + w_skew",
         points={"annealed_langevin (every configuration)": ([r["nfe"] for r in lang], [r["w_total"] for r in lang])},
         hlines={f"real-vs-real floor (n={n})": floor["w_total"], "Langevin best": best["w_total"]},
-        title=f"trained {args.arch} ({run_dir.name}), GRF {res} px, n = {n}")
+        title=f"trained {args.net.type} ({run_dir.name}), GRF {res} px, n = {n}")
     return {"run": str(run_dir), "n": n, "resolution": res, "threads": threads,
             "s_per_nfe_calibration": timings, "budget_s": budget_s,
             "floor": floor, "floor_512": floor_512, "rows": rows, "skipped": skipped, "langevin_best": best,

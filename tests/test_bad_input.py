@@ -9,60 +9,82 @@ from model_code import build, checkpoint, config
 from model_code.errors import UserError
 from model_code.trainer import TrainingDiverged
 
-ROOT = Path(__file__).resolve().parents[1]
+from systems import ROOT, SYSTEMS
+
 sys.path.insert(0, str(ROOT))
-TINY = ["dataset=grf", "resolution=8", "npad=0", "grf_n_train=16", "grf_n_valid=8", "batch_size=8", "epochs=3",
-        "record_interval=1", "Ntest=4", "val_batch_size=4", "L=4", "T=1", "arch=fno", "d_co_domain=8",
-        "n_layers=2", "n_modes=3", "embedding_dim=8", "n_plot=2", "tensorboard=false"]
+import eval as eval_script  # noqa: E402
+
+
+def _config(name, *extra):
+    files, overrides = SYSTEMS[name]
+    return config.load([str(ROOT / f) for f in files], [*overrides, *extra])
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    trainer = build.build_trainer(config.load(None, TINY), tmp_path, None, progress=False)
-    objective = trainer.objective
-    calls = {"n": 0}
+    torch.set_num_threads(1)
+    trainer = build.build_trainer(_config("interpolant_grf", "tensorboard=false"), tmp_path, None, progress=False)
+    steps_per_epoch = trainer.s.steps_per_unit
+    loss = trainer.process.loss
 
-    def poisoned(model, u, generator, shard=slice(None)):
-        calls["n"] += 1
-        loss = objective(model, u, generator, shard)
-        return loss * float("nan") if calls["n"] > 2 * 3 else loss   # 2 steps per epoch + 1 validation batch
+    def poisoned(model, batch, generator, shard=slice(None), step=0):
+        draw = loss(model, batch, generator, shard, step)
+        if step >= 2 * steps_per_epoch and model.training:
+            draw.loss = draw.loss * float("nan")
+        return draw
 
-    trainer.objective = poisoned
-    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 3"):
+    trainer.process.loss = poisoned
+    with pytest.raises(TrainingDiverged, match=f"loss became nan at step {2 * steps_per_epoch}"):
         trainer.fit()
     state = checkpoint.load(tmp_path / "model.pt")
-    assert state["epoch"] == 2
+    assert state["step"] == 2 * steps_per_epoch
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-def test_corrupt_and_truncated_checkpoints_are_one_line_errors(tmp_path):
-    import eval as eval_script
+def test_corrupt_and_truncated_checkpoints_are_one_line_errors(tmp_path, trained):
     run = tmp_path / "run"
     run.mkdir()
     (run / "model.w_total.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(UserError, match="cannot read checkpoint"):
         eval_script.main(["--exp_name", str(run), "--mode", "generate"])
-    trainer = build.build_trainer(config.load(None, TINY + ["epochs=1"]), tmp_path / "good", None, progress=False)
-    trainer.fit()
-    good = (tmp_path / "good" / "model.pt").read_bytes()
+    good = (trained("interpolant_grf") / "model.pt").read_bytes()
     (run / "model.w_total.pt").write_bytes(good[: len(good) // 2])
     with pytest.raises(UserError, match="cannot read checkpoint"):
+        eval_script.main(["--exp_name", str(run), "--mode", "generate"])
+    # a foreign file posing as a checkpoint, and one of the older formats
+    torch.save({"weights": torch.zeros(2)}, run / "model.w_total.pt")
+    with pytest.raises(UserError, match="not a checkpoint of this project"):
+        eval_script.main(["--exp_name", str(run), "--mode", "generate"])
+    torch.save({"format_version": checkpoint.FORMAT_VERSION, "kind": "levels"}, run / "model.w_total.pt")
+    with pytest.raises(UserError, match="written by an older version"):
         eval_script.main(["--exp_name", str(run), "--mode", "generate"])
     assert not (run / "eval").exists()
 
 
 def test_eval_on_a_folder_without_checkpoints_names_the_problem(tmp_path):
-    import eval as eval_script
     with pytest.raises(UserError, match="holds no checkpoint"):
         eval_script.main(["--exp_name", str(tmp_path), "--mode", "generate"])
     with pytest.raises(UserError, match="run folder not found"):
         eval_script.main(["--exp_name", str(tmp_path / "nope"), "--mode", "generate"])
+    with pytest.raises(UserError, match="--mode must be one of"):
+        eval_script.main(["--exp_name", str(tmp_path), "--mode", "dance"])
+    assert not (tmp_path / "eval").exists()
 
 
-def test_unknown_sampler_and_bad_factor(tmp_path):
-    import eval as eval_script
-    trainer = build.build_trainer(config.load(None, TINY + ["epochs=1"]), tmp_path, None, progress=False)
-    trainer.fit()
+def test_bad_sampler_settings(trained):
+    run = trained("interpolant_grf")
+    base = ["--exp_name", str(run), "--savedir", str(run.parent / "never")]
     with pytest.raises(UserError, match="unknown sampler 'magic'"):
-        eval_script.main(["--exp_name", str(tmp_path), "--mode", "generate", "--sampler", "magic"])
+        eval_script.main([*base, "--mode", "generate", "--sampler", "magic"])
     with pytest.raises(UserError, match="--factor must be >= 1"):
-        eval_script.main(["--exp_name", str(tmp_path), "--mode", "superres", "--factor", "0"])
+        eval_script.main([*base, "--mode", "superres", "--factor", "0"])
+    with pytest.raises(UserError, match="sigma_min must lie in"):
+        eval_script.main([*base, "--mode", "generate", "--sampler", "heun_ode", "--sigma_min", "1e9"])
+    with pytest.raises(UserError, match="--delta applies to levels runs only"):
+        eval_script.main([*base, "--mode", "generate", "--delta", "0.1"])
+    with pytest.raises(UserError, match=r"snapshots/model\.5\.pt not found.*model\.pt"):
+        eval_script.main([*base, "--mode", "generate", "--checkpoint", "5"])
+    toy = trained("toy")
+    with pytest.raises(UserError, match="a toy run samples with euler_maruyama"):
+        eval_script.main(["--exp_name", str(toy), "--mode", "score", "--sampler", "dpm_solver_2m"])
+    assert not (run.parent / "never").exists() and not (toy / "eval").exists()
+    assert not Path(run / "eval").exists()

@@ -415,3 +415,116 @@ def test_non_finite_values_in_an_int_file_are_a_one_line_error(tmp_path):
     z.tofile(path)
     with pytest.raises(UserError, match=r"nan.int holds 1 non-finite"):
         read_int_file(path)
+
+
+# --------------------------------------------------------------------------- registry (data/__init__.py)
+
+
+def test_load_dataset_volcano_and_grf(synthetic_dir):
+    from model_code.data import load_dataset
+
+    out, _ = synthetic_dir
+    d = load_dataset("volcano", data_dir=out, resolution=32, npad=4, val_size=0.25, split_seed=1)
+    train, valid = load_volcano(out, resolution=32, npad=4, val_size=0.25, seed=1)
+    assert torch.equal(d.train, train) and torch.equal(d.valid, valid)
+    assert (d.kind, d.levels, d.num_classes, d.train_labels, d.shape) == ("phase", None, 0, None, (2, 28, 28))
+    assert len(load_dataset("volcano", data_dir=out, max_examples=8, val_size=0.25).train) == 6
+    g = load_dataset("grf", n_train=5, n_valid=3, resolution=20, npad=4, split_seed=2)
+    train, valid = make_grf_dataset(5, 3, 16, seed=2)
+    assert torch.equal(g.train, train) and torch.equal(g.valid, valid) and g.kind == "real" and g.levels is None
+
+
+def test_load_dataset_bad_input_is_a_user_error(tmp_path):
+    from model_code.data import load_dataset
+
+    for name, options, match in (
+        ("imagenet", {}, "unknown dataset 'imagenet'"),
+        ("grf", {"n_trian": 4}, "n_trian"),
+        ("grf", {"resolution": 8, "npad": 8}, "npad"),
+        ("grf", {"n_train": 0}, "n_train"),
+        ("volcano", {}, "data folder"),
+        ("volcano", {"data_dir": tmp_path / "missing"}, "does not exist"),
+        ("digits", {"max_examples": 0}, "max_examples"),
+        ("digits", {"image_size": 0}, "image size"),
+        ("digits", {"num_channels": 2}, "channels"),
+        ("digits", {"valid_fraction": 1.5}, "valid_fraction"),
+        ("folder", {"image_size": 8}, "root"),
+        ("folder", {"root": tmp_path}, "image_size"),
+    ):
+        with pytest.raises(UserError, match=match):
+            load_dataset(name, **options)
+
+
+def test_digits_come_with_their_labels():
+    from sklearn.datasets import load_digits
+
+    from model_code.data import load_dataset
+
+    d = load_dataset("digits", valid_fraction=0.2, split_seed=3, max_examples=1000)
+    assert (d.kind, d.levels, d.num_classes) == ("image", 17, 10)
+    assert d.train.shape == (1000, 1, 8, 8) and d.train_labels.shape == (1000,) and d.train_labels.dtype == torch.long
+    assert len(d.valid) == len(d.valid_labels) == 359
+    # Every (image, label) pair is one of scikit-learn's (digits has no image with two labels).
+    ref = load_digits()
+    lookup = {}
+    for image, target in zip(ref.images, ref.target):
+        lookup.setdefault((image / 16.0).astype(np.float32).tobytes(), set()).add(int(target))
+    for images, labels in ((d.train, d.train_labels), (d.valid, d.valid_labels)):
+        for image, label in zip(images[:, 0].numpy(), labels.tolist()):
+            assert lookup[image.tobytes()] == {label}
+    assert torch.bincount(d.valid_labels, minlength=10).min() > 20       # every class in the validation split
+
+
+def test_torchvision_labels_are_passed_through(monkeypatch):
+    """MNIST / CIFAR-10 labels come from torchvision's targets (a stand-in torchvision here: offline)."""
+    import types
+
+    from model_code.data import images, load_dataset
+
+    class FakeMNIST:
+        def __init__(self, root, train, download):
+            n = 12 if train else 5
+            self.data = torch.arange(n * 28 * 28, dtype=torch.int64).reshape(n, 28, 28).remainder(256).to(torch.uint8)
+            self.targets = torch.arange(n) % 10 if train else torch.tensor([9, 8, 7, 6, 5])
+
+    class FakeCIFAR:
+        def __init__(self, root, train, download):
+            self.data = np.zeros((4, 32, 32, 3), dtype=np.uint8)
+            self.targets = [3, 1, 4, 1]
+
+    fake = types.SimpleNamespace(MNIST=FakeMNIST, CIFAR10=FakeCIFAR)
+    monkeypatch.setattr(images, "_torchvision_datasets", lambda: fake)
+    d = load_dataset("mnist", max_examples=7)
+    assert d.train.shape == (7, 1, 28, 28) and d.train_labels.tolist() == [0, 1, 2, 3, 4, 5, 6]
+    assert d.valid_labels.tolist() == [9, 8, 7, 6, 5] and (d.levels, d.num_classes) == (256, 10)
+    assert d.train[0, 0, 0, 1].item() == pytest.approx(1 / 255)
+    c = load_dataset("cifar10")
+    assert c.train.shape == (4, 3, 32, 32) and c.train_labels.tolist() == [3, 1, 4, 1]
+
+
+def test_images_at_another_size_and_channel_count():
+    from model_code.data import load_dataset
+
+    d = load_dataset("digits", split_seed=0)
+    small = load_dataset("digits", image_size=4, num_channels=3, split_seed=0)
+    assert small.train.shape == (len(d.train), 3, 4, 4) and torch.equal(small.train_labels, d.train_labels)
+    # Area averaging of 2 x 2 blocks, requantised to the 17-level grid, repeated over 3 channels.
+    blocks = torch.nn.functional.avg_pool2d(d.valid, 2)
+    assert torch.equal(small.valid[:, :1], torch.round(blocks * 16) / 16)
+    assert torch.equal(small.valid[:, 0], small.valid[:, 2])
+    big = load_dataset("digits", image_size=16, split_seed=0)
+    assert big.train.shape == (len(d.train), 1, 16, 16) and torch.equal(big.train * 16, torch.round(big.train * 16))
+
+
+def test_image_folder_has_no_labels(tmp_path):
+    from PIL import Image
+
+    from model_code.data import load_dataset
+
+    for i in range(5):
+        Image.fromarray(np.full((10, 12, 3), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    d = load_dataset("folder", root=tmp_path, image_size=8, valid_fraction=0.2)
+    assert d.train.shape == (4, 3, 8, 8) and d.train_labels is None and d.valid_labels is None
+    assert (d.kind, d.levels, d.num_classes) == ("image", 256, 0)
+    values = sorted(float(v) for v in torch.cat([d.train, d.valid])[:, 0, 0, 0])
+    assert values == pytest.approx([40 * i / 255 for i in range(5)])

@@ -1,4 +1,4 @@
-"""A 2-epoch run through exps/main.sh, every eval mode on its checkpoint, and user mistakes.
+"""A 2-epoch run through exps/main.sh, eval.py and sample.py on its checkpoints, and user mistakes.
 
 Slow (a real training run on synthetic volcano data), so marked; CI runs it too.
 """
@@ -51,7 +51,7 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(data_dir, tmp_path_factory):
+def launched(data_dir, tmp_path_factory):
     savedir = tmp_path_factory.mktemp("results")
     env = dict(env_for(data_dir, savedir), RUN_LOCAL="1", SLURM_JOB_ID="e2e")
     proc = run(["bash", "exps/main.sh", "sbgm", "tiny", "exps/json/quickstart.json", *TINY], env)
@@ -59,11 +59,11 @@ def trained(data_dir, tmp_path_factory):
     return savedir, savedir / "tiny" / "e2e"
 
 
-def test_run_folder_holds_every_file(trained):
-    _, run_dir = trained
+def test_run_folder_holds_every_file(launched):
+    _, run_dir = launched
     for name in ["config.json", "results.json", "model.pt", "u_noised.png", "provenance.json",
                  *[f"model.{m}.pt" for m in metrics.METRIC_NAMES],
-                 *[f"noise/{f}.{e}" for f in ("noise_samples", "init_samples", "noise_sampler_C")
+                 *[f"noise/{f}.{e}" for f in ("noise_samples", "noise_sampler_C")
                    for e in ("png", "pdf")],
                  *[f"samples/{ep}.{e}" for ep in (1, 2) for e in ("png", "pdf")]]:
         assert (run_dir / name).is_file() and (run_dir / name).stat().st_size > 0, name
@@ -73,10 +73,11 @@ def test_run_folder_holds_every_file(trained):
     assert any((run_dir / "tb").glob("events.out.tfevents.*"))
 
 
-def test_config_and_results_contents(trained):
-    _, run_dir = trained
+def test_config_and_results_contents(launched):
+    _, run_dir = launched
     saved = config.from_dict(json.loads((run_dir / "config.json").read_text()))
-    assert saved.epochs == 2 and saved.L == 6 and saved.mult_dims == [1, 2] and saved.rbf_scale == 0.05
+    assert saved.train.epochs == 2 and saved.process.num_levels == 6 and saved.net.channel_multipliers == [1, 2]
+    assert saved.noise.length_scale == 0.05
     rows = [json.loads(line) for line in (run_dir / "results.json").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     for r in rows:
@@ -86,24 +87,25 @@ def test_config_and_results_contents(trained):
         assert r["lr"] == pytest.approx(1e-3)
 
 
-def test_checkpoints_are_complete_and_best_values_consistent(trained):
-    _, run_dir = trained
+def test_checkpoints_are_complete_and_best_values_consistent(launched):
+    _, run_dir = launched
     rows = [json.loads(line) for line in (run_dir / "results.json").read_text().splitlines()]
     latest = checkpoint.load(run_dir / "model.pt")
-    assert latest["epoch"] == 2 and latest["step"] > 0
-    for key in ("model", "ema", "optimizer", "generator", "rng", "net", "noise", "sigmas", "config", "code"):
+    assert latest["unit"] == 2 and latest["step"] > 0
+    for key in ("model", "ema", "optimizer", "generator", "rng", "net", "process", "process_state", "config", "data"):
         assert key in latest, key
-    assert len(latest["sigmas"]) == 6 and latest["sigmas"][0] == pytest.approx(5.0)
+    sigmas = latest["process"]["sigmas"]
+    assert latest["process"]["type"] == "ve" and len(sigmas) == 6 and sigmas[0] == pytest.approx(5.0)
     for name in metrics.METRIC_NAMES:
         best = min(r[name] for r in rows)
         assert latest["best"][name] == pytest.approx(best)
         ck = checkpoint.load(run_dir / f"model.{name}.pt")
         assert ck["best"][name] == pytest.approx(best)
-        assert rows[ck["epoch"] - 1][name] == pytest.approx(best)
+        assert rows[ck["unit"] - 1][name] == pytest.approx(best)
 
 
-def test_eval_modes_on_the_run(trained, data_dir):
-    savedir, run_dir = trained
+def test_eval_modes_on_the_run(launched, data_dir):
+    savedir, run_dir = launched
     env = env_for(data_dir, savedir)
     for mode in ("generate", "superres", "plot"):
         proc = run(["bash", "exps/launch_eval.sh", "sbgm", "tiny/e2e", f"--mode={mode}", "--Ntest=6", "--quiet"], env)
@@ -142,11 +144,32 @@ def test_eval_modes_on_the_run(trained, data_dir):
     for mode in ("generate", "superres"):
         for fig in ("samples", "mean_sample", "final_stats"):
             assert (folders[mode] / f"{fig}.png").is_file(), (mode, fig)
+    # a mode for another kind of run: one line, exit 2, nothing written
+    proc = run([sys.executable, "eval.py", "--exp_name", str(run_dir), "--mode", "elbo"], env)
+    one_line_error(proc, "--mode elbo does not apply", "it is a field (ve) run", "use --mode generate|superres|plot")
 
 
-def test_eval_rebuilds_from_checkpoint_alone(trained, data_dir, tmp_path):
+def test_sample_py_on_the_run(launched, data_dir):
+    savedir, run_dir = launched
+    env = env_for(data_dir, savedir)
+    proc = run([sys.executable, "sample.py", "--exp_name", str(run_dir), "--batch_size", "3", "--mode", "same_init",
+                "--quiet"], env)
+    assert proc.returncode == 0, proc.stderr
+    out = run_dir / "additional_samples" / "same_init-latest-annealed_langevin-T1-seed0"
+    data = np.load(out / "samples.npz")
+    assert data["samples"].shape == (3, 2, 16, 16) and np.isfinite(data["samples"]).all()
+    assert all(np.array_equal(z, data["init"][0]) for z in data["init"])
+    for name in ("final.png", "init.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG", name
+    one_line_error(run([sys.executable, "sample.py", "--exp_name", str(run_dir), "--batch_size", "3", "--mode",
+                        "same_init", "--quiet"], env), "already holds samples", "--overwrite")
+    one_line_error(run([sys.executable, "sample.py", "--exp_name", str(run_dir), "--mode", "share_noise",
+                        "--sampler", "heun_ode"], env), "means nothing with the deterministic sampler heun_ode")
+
+
+def test_eval_rebuilds_from_checkpoint_alone(launched, data_dir, tmp_path):
     """Copy only the checkpoint to a new folder: generate still works (no config.json needed)."""
-    _, run_dir = trained
+    _, run_dir = launched
     lonely = tmp_path / "lonely"
     lonely.mkdir()
     shutil.copy(run_dir / "model.w_total.pt", lonely / "model.w_total.pt")
@@ -156,14 +179,14 @@ def test_eval_rebuilds_from_checkpoint_alone(trained, data_dir, tmp_path):
     assert (lonely / "eval" / "generate-w_total-annealed_langevin-T1" / "samples.npz").is_file()
 
 
-def test_user_mistakes_end_in_one_line(trained, data_dir, tmp_path):
-    savedir, run_dir = trained
+def test_user_mistakes_end_in_one_line(launched, data_dir, tmp_path):
+    savedir, run_dir = launched
     env = env_for(data_dir, savedir)
     train = [sys.executable, "train.py", "--cfg", "exps/json/quickstart.json", "--quiet"]
     # unknown / mistyped config key
     one_line_error(run(train + ["--savedir", str(tmp_path / "a"), "sigma1=3"], env), "sigma1", "sigma_1")
     # wrong type
-    one_line_error(run(train + ["--savedir", str(tmp_path / "a"), "L=many"], env), "'L'")
+    one_line_error(run(train + ["--savedir", str(tmp_path / "a"), "L=many"], env), "L=many", "process.num_levels")
     # missing data folder
     one_line_error(run(train + ["--savedir", str(tmp_path / "b")], env_for(tmp_path / "nowhere", savedir)),
                    "nowhere")
@@ -173,10 +196,10 @@ def test_user_mistakes_end_in_one_line(trained, data_dir, tmp_path):
     victim = sorted(bad.rglob("*.int"))[3]
     victim.write_bytes(victim.read_bytes()[:1000])
     one_line_error(run(train + ["--savedir", str(tmp_path / "c"), *TINY], env_for(bad, savedir)), victim.name)
-    # missing checkpoint: nothing is written
+    # missing checkpoint: nothing is written, the folder's checkpoints are listed
     proc = run([sys.executable, "eval.py", "--exp_name", str(run_dir), "--mode", "generate",
                 "--checkpoint", "model.nope.pt", "--savedir", str(tmp_path / "ev")], env)
-    one_line_error(proc, "model.nope.pt")
+    one_line_error(proc, "model.nope.pt", "model.w_total.pt")
     assert not (tmp_path / "ev").exists()
     # invalid mode, and a foreign file posing as a checkpoint
     one_line_error(run([sys.executable, "eval.py", "--exp_name", str(run_dir), "--mode", "dance"], env), "--mode")

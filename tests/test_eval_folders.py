@@ -1,6 +1,8 @@
 """eval.py: one folder per evaluation, nothing overwritten without --overwrite, one writer per folder,
-positive counts, and a clear word when a folder belongs to another system."""
+positive counts, and for every system the modes that apply write their files while the others are a
+one-line error with exit 2."""
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -9,31 +11,75 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from model_code import build, config, run_dir
-from model_code.errors import UserError
-from model_code.image_runs import folder_system
+from model_code import run_dir
+from model_code.errors import UserError, run_cli
+
+from systems import SYSTEMS
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import eval as eval_script  # noqa: E402
 
-TINY = ["dataset=grf", "resolution=8", "npad=0", "grf_n_train=16", "grf_n_valid=8", "batch_size=8", "epochs=1",
-        "record_interval=1", "Ntest=4", "val_batch_size=4", "L=4", "T=1", "arch=fno", "d_co_domain=8",
-        "n_layers=2", "n_modes=3", "embedding_dim=8", "n_plot=2", "tensorboard=false"]
 DEFAULT = "generate-w_total-annealed_langevin-T1"
 DPM = "generate-w_total-dpm_solver_2m-steps5"
+APPLIES = {"ve_volcano": ("generate", "superres", "plot"), "interpolant_grf": ("generate", "superres", "plot"),
+           "heat_digits": ("generate", "elbo", "fid", "frechet"),
+           "linear_digits": ("generate", "elbo", "fid", "frechet"),
+           "starter_digits": ("generate", "fid", "frechet"), "toy": ("score",)}
+IMAGES = ("heat_digits", "linear_digits", "starter_digits")
+
+
+@pytest.fixture(autouse=True)
+def data_dir(volcano_dir, monkeypatch):
+    monkeypatch.setenv("DATA_DIR", str(volcano_dir))
+
 
 @pytest.fixture(scope="module")
-def field_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("field") / "run"
-    torch.set_num_threads(1)
-    build.build_trainer(config.load(None, TINY), run, None, progress=False).fit()
-    return run
+def runs(trained, tmp_path_factory):
+    return {name: _copy(trained, tmp_path_factory, name) for name in SYSTEMS}
+
+
+def _copy(trained, tmp_path_factory, name):
+    """A private copy of the session's trained run of `name` (this module writes into it)."""
+    dest = tmp_path_factory.mktemp(f"copy_{name}") / name
+    shutil.copytree(trained(name), dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def field_run(runs):
+    return runs["ve_volcano"]
+
+
+class _Features(nn.Module):
+    def forward(self, x):
+        return torch.cat([x.mean((2, 3)), x.std((2, 3))], dim=1)
+
+
+@pytest.fixture(scope="module")
+def fid_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fid") / "tiny.pt"
+    torch.jit.save(torch.jit.script(_Features()), str(path))
+    return path
 
 
 def evaluate(run, *flags):
-    return eval_script.main(["--exp_name", str(run), "--quiet", *flags])
+    return eval_script.main(["--exp_name", str(run), "--quiet", *map(str, flags)])
+
+
+def cli_exit(capsys, *argv):
+    """eval.py as the shell runs it (run_cli): (exit status, stderr lines)."""
+    capsys.readouterr()
+    old = sys.argv
+    sys.argv = ["eval.py", *map(str, argv)]
+    try:
+        with pytest.raises(SystemExit) as stop:
+            run_cli(eval_script.main, "eval.py")
+    finally:
+        sys.argv = old
+    return stop.value.code, capsys.readouterr().err.strip().splitlines()
 
 
 def snapshot(folder):
@@ -41,6 +87,9 @@ def snapshot(folder):
 
 
 def test_names_hold_every_setting_that_changes_the_samples():
+    from model_code.eval_fields import generate_name
+    from model_code.eval_images import elbo_name, sample_metric_name
+
     name = eval_script.evaluation_name
     assert name("generate", "model.w_total.pt", "annealed_langevin", 4, {"T": 2}) == \
         "generate-w_total-annealed_langevin-T2"
@@ -51,6 +100,41 @@ def test_names_hold_every_setting_that_changes_the_samples():
     # sigma_min does not move Langevin's grid, so it does not name a different evaluation
     assert name("generate", "sub dir/model.mean_l2.pt", "annealed_langevin", 4, {"T": 1}, sigma_min=0.1) == \
         "generate-mean_l2-annealed_langevin-T1"
+    assert name("generate", "120", "heun_ode", 3, {}) == "generate-step120-heun_ode-steps3"
+    assert generate_name("generate", "model.pt", {"delta": 0.0125}) == "generate-latest-levels-delta0.0125"
+    assert generate_name("score", "model.pt", {"n_steps": 200}, ema=False) == "score-latest-reverse_sde-steps200-raw"
+    assert elbo_name("model.pt", 0.0125, "valid") == "elbo-latest-delta0.0125-valid"
+    assert elbo_name("0", 0.02, "train", 16, seed=3) == "elbo-latest-delta0.02-train-n16-seed3"
+    assert sample_metric_name("fid", "model.pt", {"delta": 0.0125}, 1000) == "fid-latest-levels-delta0.0125-gen1000"
+    assert sample_metric_name("frechet", "model.pt", {"sampler": "heun_ode", "sigmas": [3, 2, 1]}, 8, "train",
+                              sigma_min=0.5) == "frechet-latest-heun_ode-steps3-smin0.5-gen8-train"
+
+
+@pytest.mark.parametrize("system", list(SYSTEMS))
+def test_every_system_gets_its_modes_and_a_clear_word_for_the_others(runs, system, fid_weights, capsys):
+    run = runs[system]
+    out = run.parent / "matrix"
+    extra = {"fid": ["--fid_weights", fid_weights], "elbo": ["--n_images", "8"], "superres": ["--Ntest", "2"]}
+    for mode in APPLIES[system]:
+        assert evaluate(run, "--mode", mode, "--Ntest", "4", "--savedir", out, *extra.get(mode, [])) == 0, mode
+    folders = {json.loads((d / "metrics.json").read_text())["mode"]: d for d in out.iterdir()}
+    assert set(folders) == set(APPLIES[system]) - {"plot"}
+    for mode, folder in folders.items():
+        values = json.loads((folder / "metrics.json").read_text())["metrics"]
+        assert values and all(np.isfinite(v) for v in values.values() if isinstance(v, float)), (mode, values)
+        assert (folder / ("terms.npz" if mode == "elbo" else "samples.npz")).is_file()
+    if system in IMAGES:
+        assert (folders["generate"] / "samples.png").read_bytes()[:4] == b"\x89PNG"
+    if "plot" in APPLIES[system]:
+        assert (folders["generate"] / "final_stats.png").is_file()
+    for mode in [m for m in eval_script.MODES if m not in APPLIES[system]]:
+        status, lines = cli_exit(capsys, "--exp_name", run, "--mode", mode, "--fid_weights", fid_weights,
+                                 "--savedir", out, "--quiet")
+        assert status == 2 and len(lines) == 1, (mode, lines)
+        assert lines[0].startswith(f"eval.py: error: --mode {mode} does not apply to {run}: it is a")
+        assert lines[0].endswith(f"run; use --mode {'|'.join(APPLIES[system])}")
+    assert {d.name for d in out.iterdir()} == {d.name for d in folders.values()}
+    assert not (run / "eval").exists()
 
 
 def test_evaluations_do_not_overwrite_each_other(field_run, capsys):
@@ -63,27 +147,32 @@ def test_evaluations_do_not_overwrite_each_other(field_run, capsys):
     assert snapshot(out / DEFAULT) == first
     summary = json.loads((out / DPM / "metrics.json").read_text())
     assert summary["name"] == DPM and summary["sampler"] == "dpm_solver_2m" and len(summary["sigmas"]) == 5
+    assert summary["nfe"] == 5 and summary["checkpoint"] == "model.w_total.pt"
     # the same settings again: refused, one line naming the folder and the ways out, nothing written
     with pytest.raises(UserError) as err:
         evaluate(field_run, "--mode", "generate")
     msg = str(err.value)
     assert str(out / DEFAULT) in msg and "--overwrite" in msg and "--tag" in msg and "\n" not in msg
     assert snapshot(out / DEFAULT) == first
-    # --tag keeps both
+    # --tag keeps both, and the same seeds give the same samples
     assert evaluate(field_run, "--mode", "generate", "--tag", "again") == 0
     assert (out / "again" / "samples.npz").is_file() and snapshot(out / DEFAULT) == first
     assert json.loads((out / "again" / "metrics.json").read_text())["name"] == "again"
-    capsys.readouterr()
+    a, b = np.load(out / DEFAULT / "samples.npz"), np.load(out / "again" / "samples.npz")
+    assert np.array_equal(a["samples"], b["samples"]) and np.array_equal(a["seeds"], b["seeds"])
+    assert len({a["samples"][i].tobytes() for i in range(len(a["samples"]))}) == len(a["samples"])
+    # the refused rerun, as the shell sees it: one line, exit 2
+    status, lines = cli_exit(capsys, "--exp_name", field_run, "--mode", "generate", "--quiet")
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("eval.py: error:") and "--overwrite" in lines[0]
+    assert snapshot(out / DEFAULT) == first
 
 
 def test_plot_plots_every_evaluation_or_the_tagged_one(field_run):
     out = field_run / "eval"
-    if not (out / DEFAULT / "samples.npz").exists():
-        evaluate(field_run, "--mode", "generate")
-    assert evaluate(field_run, "--mode", "superres", "--tag", "sr") == 0
-    assert json.loads((out / "sr" / "metrics.json").read_text())["resolution"] == [16, 16]
+    assert evaluate(field_run, "--mode", "superres", "--tag", "sr", "--Ntest", "2") == 0
+    assert json.loads((out / "sr" / "metrics.json").read_text())["resolution"] == [32, 32]
     assert evaluate(field_run, "--mode", "plot", "--tag", "sr") == 0
-    assert (out / "sr" / "final_stats.png").is_file() and not (out / DEFAULT / "final_stats.png").exists()
+    assert (out / "sr" / "final_stats.png").is_file()
     assert evaluate(field_run, "--mode", "plot") == 0
     for folder in out.iterdir():
         if (folder / "samples.npz").exists():
@@ -100,33 +189,25 @@ def test_overwrite_replaces_samples_and_drops_their_old_figures(field_run):
     assert evaluate(field_run, "--mode", "generate", "--tag", "ow", "--Ntest", "2") == 0
     assert evaluate(field_run, "--mode", "plot", "--tag", "ow") == 0
     assert (out / "final_stats.png").is_file()
+    first = np.load(out / "samples.npz")["samples"]
     assert evaluate(field_run, "--mode", "generate", "--tag", "ow", "--Ntest", "3", "--overwrite") == 0
-    assert np.load(out / "samples.npz")["samples"].shape[0] == 3
+    again = np.load(out / "samples.npz")["samples"]
+    assert again.shape[0] == 3 and np.allclose(again[:2], first, atol=1e-5)     # sample k: seed + k, any batch
     assert json.loads((out / "metrics.json").read_text())["n"] == 3
     assert not (out / "final_stats.png").exists() and not (out / "samples.png").exists()
     assert not (out / run_dir.LOCK_NAME).exists()
 
 
-def test_metrics_json_holds_the_floor_interval(field_run):
-    evaluate(field_run, "--mode", "generate", "--tag", "floors", "--Ntest", "2", "--overwrite")
-    summary = json.loads((field_run / "eval" / "floors" / "metrics.json").read_text())
+def test_metrics_json_holds_the_floor_interval(runs):
+    run = runs["interpolant_grf"]
+    evaluate(run, "--mode", "generate", "--tag", "floors", "--Ntest", "2", "--overwrite")
+    summary = json.loads((run / "eval" / "floors" / "metrics.json").read_text())
     m = summary["metrics"]
     for name in ("w_var", "w_skew", "w_total"):
         assert m[f"floor_{name}_p05"] < m[f"floor_{name}_p95"] and m[f"floor_{name}"] > 0
-    assert "5th / 95th percentiles" in summary["floor_interval"] and summary["n_real"] == 8
-
-
-def test_refused_rerun_is_one_line_and_exit_2(field_run):
-    out = field_run / "eval"
-    if not (out / DEFAULT / "samples.npz").exists():
-        evaluate(field_run, "--mode", "generate")
-    before = snapshot(out / DEFAULT)
-    proc = subprocess.run([sys.executable, "eval.py", "--exp_name", str(field_run), "--mode", "generate", "--quiet"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("eval.py: error:") and "--overwrite" in lines[0], proc.stderr
-    assert snapshot(out / DEFAULT) == before
+        assert m[f"{name}_x_floor"] == pytest.approx(m[name] / m[f"floor_{name}"])
+    assert m["w_total"] == pytest.approx(m["w_var"] + m["w_skew"])
+    assert "5th / 95th percentiles" in summary["floor_interval"] and summary["n_real"] == 16
 
 
 def test_a_folder_held_by_another_live_process_is_refused(field_run, tmp_path):
@@ -142,14 +223,14 @@ def test_a_folder_held_by_another_live_process_is_refused(field_run, tmp_path):
             assert time.time() < deadline and holder.poll() is None
             time.sleep(0.1)
         with pytest.raises(UserError, match="in use by holder"):
-            evaluate(field_run, "--mode", "generate", "--tag", "held")
+            evaluate(field_run, "--mode", "generate", "--tag", "held", "--Ntest", "2")
         assert not (folder / "samples.npz").exists()
     finally:
         holder.kill()
         holder.wait()
 
 
-@pytest.mark.parametrize("flag", ["--Ntest", "--val_batch_size", "--steps"])
+@pytest.mark.parametrize("flag", ["--Ntest", "--val_batch_size", "--steps", "--n_images"])
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_non_positive_counts_are_refused(field_run, flag, value):
     before = sorted(p.name for p in (field_run / "eval").iterdir()) if (field_run / "eval").exists() else []
@@ -161,56 +242,37 @@ def test_non_positive_counts_are_refused(field_run, flag, value):
     assert after == before
 
 
-def test_heat_and_toy_folders_are_named_with_their_modes(tmp_path):
-    heat = tmp_path / "heat"
-    (heat / "checkpoints-meta").mkdir(parents=True)
-    (heat / "config.yaml").write_text("seed: 0\n")
-    (heat / "checkpoints-meta" / "checkpoint.pth").write_bytes(b"x")
-    toy = tmp_path / "toy"
-    toy.mkdir()
-    (toy / "config.yaml").write_text("seed: 0\n")
-    (toy / "model.pt").write_bytes(b"x")
-    (toy / "metrics.jsonl").write_text("")
-    field = tmp_path / "field"
-    field.mkdir()
-    (field / "config.json").write_text("{}")
-    assert [folder_system(f) for f in (heat, toy, field, tmp_path / "none")] == ["levels", "toy", "field", None]
-    for mode in ("generate", "superres", "plot"):
-        with pytest.raises(UserError) as err:
-            eval_script.main(["--exp_name", str(heat), "--mode", mode])
-        assert "heat / linear-transform work folder" in str(err.value) and "--mode elbo | fid" in str(err.value)
-        assert "no checkpoint" not in str(err.value)
-        with pytest.raises(UserError, match="toy run folder.*analyse_toy.py"):
-            eval_script.main(["--exp_name", str(toy), "--mode", mode])
-    for mode in ("elbo", "fid"):
-        with pytest.raises(UserError, match="function-space .*--mode generate | superres | plot"):
-            eval_script.main(["--mode", mode, "--workdir", str(field), "--fid_weights", "x.pt"])
-        with pytest.raises(UserError, match="toy run folder"):
-            eval_script.main(["--mode", mode, "--workdir", str(toy), "--fid_weights", "x.pt"])
-    assert not (heat / "eval").exists() and not (toy / "eval").exists()
+def test_levels_elbo_results_are_not_overwritten(runs):
+    run = runs["linear_digits"]
+    base = ["--mode", "elbo", "--n_images", "16"]
+    out = run / "eval"
+    assert evaluate(run, *base) == 0
+    assert evaluate(run, *base, "--delta", "0.02") == 0              # other settings: another folder
+    names = {"elbo-latest-delta0.0125-valid-n16", "elbo-latest-delta0.02-valid-n16"}
+    assert names <= {d.name for d in out.iterdir()}
+    first = snapshot(out / "elbo-latest-delta0.0125-valid-n16")
+    with pytest.raises(UserError, match="already holds an evaluation.*--overwrite"):
+        evaluate(run, *base)
+    assert snapshot(out / "elbo-latest-delta0.0125-valid-n16") == first
+    # --param_name is the older spelling of --tag
+    assert evaluate(run, *base, "--param_name", "mine") == 0
+    with pytest.raises(UserError, match="mine already holds"):
+        evaluate(run, *base, "--tag", "mine")
+    # --overwrite replaces, and the same settings give the same value
+    assert evaluate(run, *base, "--overwrite") == 0
+    again = json.loads((out / "elbo-latest-delta0.0125-valid-n16" / "metrics.json").read_text())
+    assert again["metrics"] == json.loads(first["metrics.json"])["metrics"]
+    with pytest.raises(UserError, match="--delta must be positive"):
+        evaluate(run, *base, "--delta", "0", "--tag", "never")
+    with pytest.raises(UserError, match="--sampler does not apply to a levels run"):
+        evaluate(run, "--mode", "generate", "--sampler", "heun_ode", "--tag", "never")
+    assert not (out / "never").exists()
 
 
-def test_heat_elbo_results_are_not_overwritten(heat_run, tmp_path):
-    base = ["--mode", "elbo", "--workdir", str(heat_run), "--results_root", str(tmp_path), "--n_images", "16"]
-    table = tmp_path / "digits" / "evaluation_results" / "default" / "elbo_results.json"
-    assert eval_script.main(base) == 0
-    assert eval_script.main(base + ["--delta", "0.02"]) == 0            # other settings: another key
-    first = json.loads(table.read_text())
-    assert set(first) == {"ckpt0-delta0.0125-valid-n16", "ckpt0-delta0.02-valid-n16"}
-    before = table.read_bytes()
-    with pytest.raises(UserError, match="already holds the elbo result 'ckpt0-delta0.0125-valid-n16'.*--overwrite"):
-        eval_script.main(base)
-    assert table.read_bytes() == before
-    # an explicit --param_name is a key like any other
-    assert eval_script.main(base + ["--param_name", "mine"]) == 0
-    with pytest.raises(UserError, match="already holds the elbo result 'mine'"):
-        eval_script.main(base + ["--param_name", "mine"])
-    assert set(json.loads(table.read_text())) == set(first) | {"mine"}
-    # --overwrite replaces (the same settings give the same value)
-    assert eval_script.main(base + ["--overwrite"]) == 0
-    assert json.loads(table.read_text())["ckpt0-delta0.0125-valid-n16"] == first["ckpt0-delta0.0125-valid-n16"]
-    assert len((table.parent / "elbo.log").read_text().splitlines()) == 4
-    for flag in ("--n_images", "--batch_size", "--num_gen"):
-        with pytest.raises(UserError, match=f"{flag} must be a positive integer; got 0"):
-            eval_script.main(["--mode", "elbo", "--workdir", str(heat_run), flag, "0"])
-    assert not any(p.name == run_dir.LOCK_NAME for p in table.parent.iterdir())
+def test_a_mode_that_does_not_apply_is_one_line_from_the_shell(runs):
+    proc = subprocess.run([sys.executable, "eval.py", "--exp_name", str(runs["toy"]), "--mode", "generate"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0] == f"eval.py: error: --mode generate does not apply to {runs['toy']}: it is a toy (wrapped_ve) " \
+                       f"run; use --mode score"

@@ -107,8 +107,8 @@ def test_training_rows_carry_the_floor_interval(tmp_path, capsys):
     """The trainer's recorded rows (results.json) hold floor_<metric> with _p05 / _p95; 8 fields warn once."""
     tiny = ["dataset=grf", "resolution=8", "npad=0", "grf_n_train=16", "grf_n_valid=8", "batch_size=8", "epochs=2",
             "record_interval=1", "Ntest=4", "val_batch_size=4", "L=4", "T=1", "arch=fno", "d_co_domain=8",
-            "n_layers=2", "n_modes=3", "embedding_dim=8", "n_plot=2", "tensorboard=false"]
-    trainer = build.build_trainer(config.load(None, tiny), tmp_path, None, progress=False)
+            "n_layers=2", "n_modes=3", "embedding_dim=8", "n_plot=2", "tensorboard=false", "device=cpu"]
+    trainer = build.build_trainer(config.load([], tiny), tmp_path, None, progress=False)
     trainer.fit()
     import json
     rows = [json.loads(line) for line in (tmp_path / "results.json").read_text().splitlines()]

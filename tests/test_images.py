@@ -25,6 +25,24 @@ def test_digits_are_real_offline_and_on_their_grid():
         images.load_images("digits", "unused", 16, 1)
 
 
+def test_digit_labels_follow_their_images_through_the_split():
+    from sklearn.datasets import load_digits
+
+    data = images.load_images("digits", "unused", 8, 1, valid_fraction=0.15, split_seed=0)
+    assert data.num_classes == 10
+    assert data.train_labels.dtype == torch.long and len(data.train_labels) == len(data.train)
+    assert len(data.valid_labels) == len(data.valid)
+    raw = load_digits()
+    labels = torch.cat([data.train_labels, data.valid_labels])
+    assert torch.equal(torch.bincount(labels, minlength=10), torch.bincount(torch.as_tensor(raw.target)))
+    # each image keeps its own label: look a few up among the original (k / 16 valued) images
+    table = {tuple(img.astype(int).ravel()): set() for img in raw.images}
+    for img, t in zip(raw.images, raw.target):
+        table[tuple(img.astype(int).ravel())].add(int(t))
+    for x, y in list(zip(data.train, data.train_labels))[:50] + list(zip(data.valid, data.valid_labels))[:50]:
+        assert int(y) in table[tuple(torch.round(x * 16).long().view(-1).tolist())]
+
+
 def test_image_folder(tmp_path):
     from PIL import Image
 
@@ -36,6 +54,7 @@ def test_image_folder(tmp_path):
     data = images.load_images("folder", tmp_path, 8, 3, valid_fraction=0.2)
     assert data.train.shape == (8, 3, 8, 8) and data.valid.shape == (2, 3, 8, 8) and data.levels == 256
     assert torch.equal(data.train * 255, torch.round(data.train * 255))
+    assert data.train_labels is None and data.num_classes == 0          # a folder has no classes
     with pytest.raises(UserError, match="not found"):
         images.load_images("folder", tmp_path / "missing", 8, 3)
     (tmp_path / "empty").mkdir()

@@ -64,17 +64,22 @@ def test_heun_on_the_exact_flow_recovers_the_data_variance():
 
 
 def test_flow_matching_run_trains_and_samples(tmp_path):
-    args = config.load(None, ["process=interpolant", "dataset=grf", "resolution=8", "npad=0", "grf_n_train=16",
-                              "grf_n_valid=8", "batch_size=8", "epochs=2", "record_interval=1", "Ntest=4",
-                              "val_batch_size=4", "arch=fno", "d_co_domain=8", "n_layers=2", "n_modes=3",
-                              "embedding_dim=8", "n_plot=2", "tensorboard=false", "sampler=heun_ode",
-                              "ode_steps=4", "sigma_1=80", "sigma_L=0.005"])
-    trainer = build.build_trainer(args, tmp_path, None, progress=False)
+    """A tiny interpolant run trains through build_trainer; its best checkpoint rebuilds (build.load_run) and
+    samples on a grid twice as fine as the one it was trained on (the model is resolution-free)."""
+    cfg = config.load([], ["process=interpolant", "dataset=grf", "resolution=8", "npad=0", "grf_n_train=16",
+                           "grf_n_valid=8", "batch_size=8", "epochs=2", "record_interval=1", "Ntest=4",
+                           "val_batch_size=4", "arch=fno", "d_co_domain=8", "n_layers=2", "n_modes=3",
+                           "embedding_dim=8", "n_plot=2", "tensorboard=false", "sampler=heun_ode",
+                           "ode_steps=4", "sigma_1=80", "sigma_L=0.005", "device=cpu"])
+    assert (cfg.process.type, cfg.sampler.name, cfg.sampler.steps) == ("interpolant", "heun_ode", 4)
+    trainer = build.build_trainer(cfg, tmp_path, None, progress=False)
     trainer.fit()
-    from model_code import checkpoint
-    state = checkpoint.load(tmp_path / "model.w_total.pt")
-    model = build.denoiser_from_checkpoint(state, "cpu")
-    assert isinstance(model, InterpolantDenoiser) and model.model_output == "velocity"
-    sampler, sigmas, options = build.sampler_setup(args)
-    x = generate(model, trainer.noise, sigmas, 3, (16, 16), [1, 2, 3], 3, sampler=sampler, **options)
+    run = build.load_run(tmp_path, "model.w_total.pt", "cpu")
+    assert isinstance(run.model, InterpolantDenoiser) and run.model.model_output == "velocity"
+    assert run.process.name == "interpolant" and run.shape == (1, 8, 8)
+    options = build.sampler_setup(run.cfg)
+    assert options["sampler"] == "heun_ode" and len(options["sigmas"]) == 4
+    x = run.process.sample(run.model, [1, 2, 3], (1, 16, 16), "cpu", **options)
     assert x.shape == (3, 1, 16, 16) and torch.isfinite(x).all()
+    # sample k depends on its seed only, not on the batch it is drawn in
+    assert torch.allclose(run.process.sample(run.model, [2], (1, 16, 16), "cpu", **options)[0], x[1], atol=1e-5)

@@ -1,12 +1,13 @@
-"""Level processes (model_code/levels.py): prior, loss, discretised likelihood, ELBO, sampling modes."""
+"""Level processes (model_code/processes/levels.py): prior, loss, discretised likelihood, ELBO, sampling modes."""
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from model_code.levels import (GaussianPrior, LevelModel, elbo_summary, initial_and_noise, log_discretised_gaussian,
-                               negative_elbo_terms, sample_levels, slerp, training_loss)
+from model_code.processes.levels import (GaussianPrior, LevelModel, elbo_summary, initial_and_noise,
+                                         log_discretised_gaussian, negative_elbo_terms, sample_levels, slerp,
+                                         training_loss)
 from model_code.processes.heat import dct_matrix
 from model_code.processes.linear import build_map
 

@@ -1,13 +1,23 @@
-"""Frechet distance (model_code/fid.py) against direct formulas, and the local-extractor pipeline."""
+"""Frechet distance (model_code/fid.py) against direct formulas, the local-extractor pipeline, and
+eval.py's elbo / fid / frechet on image runs: their numbers recomputed from what they wrote."""
+import json
 import math
+import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from model_code import fid
+from model_code import build, fid
 from model_code.errors import UserError
+
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import eval as eval_script  # noqa: E402
 
 
 def test_frechet_distance_of_diagonal_gaussians():
@@ -66,3 +76,86 @@ def test_local_torchscript_extractor(tmp_path):
         fid.load_extractor(bad)
     with pytest.raises(UserError, match="not found"):
         fid.load_extractor(tmp_path / "none.pt")
+
+
+# --------------------------------------------------------------------------- eval.py on image runs
+
+@pytest.fixture(scope="module")
+def runs(trained, tmp_path_factory):
+    return {name: _copy(trained, tmp_path_factory, name) for name in ("heat_digits", "starter_digits")}
+
+
+def _copy(trained, tmp_path_factory, name):
+    """A private copy of the session's trained run of `name` (this module writes into it)."""
+    dest = tmp_path_factory.mktemp(f"copy_{name}") / name
+    shutil.copytree(trained(name), dest)
+    return dest
+
+
+def _evaluate(run, *flags):
+    assert eval_script.main(["--exp_name", str(run), "--quiet", *map(str, flags)]) == 0
+    return max((run / "eval").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+
+
+def _valid(run):
+    loaded = build.load_run(run, "model.pt", "cpu")
+    return build.build_dataset(loaded.cfg, None).valid
+
+
+def test_fid_of_a_levels_run_is_the_distance_of_its_samples(runs, tmp_path):
+    run = runs["heat_digits"]
+    weights = tmp_path / "tiny.pt"
+    torch.jit.save(torch.jit.script(_TinyFeatures()), str(weights))
+    with pytest.raises(UserError, match="needs --fid_weights"):
+        eval_script.main(["--exp_name", str(run), "--mode", "fid"])
+    assert not (run / "eval").exists()
+    out = _evaluate(run, "--mode", "fid", "--fid_weights", weights, "--Ntest", "12", "--val_batch_size", "5")
+    assert out.name == "fid-latest-levels-delta0.0125-gen12"
+    summary = json.loads((out / "metrics.json").read_text())
+    samples = torch.from_numpy(np.load(out / "samples.npz")["samples"])
+    assert samples.shape == (12, 1, 8, 8) and summary["n"] == 12
+    expected = fid.fid_from_images(fid.load_extractor(weights), samples, _valid(run), 16)
+    assert math.isfinite(summary["metrics"]["fid"]) and summary["metrics"]["fid"] > 0
+    assert summary["metrics"]["fid"] == pytest.approx(expected, rel=1e-6)
+    # the samples do not depend on the batch size: seed + k is sample k
+    loaded = build.load_run(run, "model.pt", "cpu")
+    again = loaded.process.sample(loaded.model, [eval_script.parse_args(["--exp_name", "x", "--mode", "fid"]).seed + k
+                                                 for k in range(3)], loaded.shape, "cpu")
+    assert torch.allclose(again, samples[:3], atol=1e-5)
+
+
+def test_frechet_of_an_image_run(runs):
+    from model_code.digits_classifier import frechet_digits
+
+    run = runs["starter_digits"]
+    out = _evaluate(run, "--mode", "frechet", "--Ntest", "16")
+    assert out.name == "frechet-latest-heun_ode-steps3-gen16"
+    m = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert math.isfinite(m["frechet"]) and m["frechet"] > 0 and 0 < m["frechet_floor"] < m["frechet"]
+    samples = torch.from_numpy(np.load(out / "samples.npz")["samples"])
+    assert m["frechet"] == pytest.approx(frechet_digits(samples, _valid(run)), rel=1e-6)
+    assert "note" not in m and m["n_nonfinite"] == 0
+
+
+def test_elbo_of_a_levels_run(runs):
+    run = runs["heat_digits"]
+    out = _evaluate(run, "--mode", "elbo", "--n_images", "12", "--val_batch_size", "5")
+    assert out.name == "elbo-latest-delta0.0125-valid-n12"
+    summary = json.loads((out / "metrics.json").read_text())
+    terms = np.load(out / "terms.npz")["terms"]
+    assert terms.shape == (12, summary["K"] + 1) and np.isfinite(terms).all()
+    bpd = summary["metrics"]["bpd"]
+    assert math.isfinite(bpd) and bpd > 0
+    assert bpd == pytest.approx(terms.sum(1).mean() / (64 * math.log(2)), rel=1e-9)
+    assert sum(summary["per_level_bpd"]) == pytest.approx(bpd, rel=1e-9)
+    # seeded: the same seed and batch size give the same value; one generator runs through the batches, so
+    # another batch size draws other noise (the same estimator: close), as does another seed
+    same = _evaluate(run, "--mode", "elbo", "--n_images", "12", "--val_batch_size", "5", "--tag", "same")
+    assert json.loads((same / "metrics.json").read_text())["metrics"]["bpd"] == bpd
+    batch = _evaluate(run, "--mode", "elbo", "--n_images", "12", "--tag", "batch")
+    assert json.loads((batch / "metrics.json").read_text())["metrics"]["bpd"] == pytest.approx(bpd, rel=0.05)
+    other = _evaluate(run, "--mode", "elbo", "--n_images", "12", "--seed", "1")
+    assert other.name == "elbo-latest-delta0.0125-valid-n12-seed1"
+    assert json.loads((other / "metrics.json").read_text())["metrics"]["bpd"] != bpd
+    train = _evaluate(run, "--mode", "elbo", "--n_images", "4", "--dataset_split", "train", "--delta", "0.05")
+    assert train.name == "elbo-latest-delta0.05-train-n4"

@@ -1,5 +1,5 @@
 """Interpolant schedules, prediction-type conversions and training-time samplers against
-analytic answers (ARCHITECTURE §3.3). Float64 throughout, t in [0.05, 0.95]."""
+analytic answers (docs/maths.md). Float64 throughout, t in [0.05, 0.95]."""
 import itertools
 import math
 

@@ -1,7 +1,7 @@
-"""sample.py: every mode, every forward process, the files it writes and their properties."""
+"""sample.py: every mode on every kind of run (levels, VE fields, interpolant images, toy), the files it
+writes and the relations between the modes' samples."""
 import importlib.util
-import os
-import subprocess
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,25 +10,42 @@ import pytest
 import torch
 from PIL import Image
 
-from model_code.errors import UserError
-from model_code.image_runs import train_main
+from model_code import build
+from model_code.errors import UserError, run_cli
 
-from conftest import HEAT_CONFIG as CONFIG, HEAT_K as K, HEAT_TINY as TINY
 
 ROOT = Path(__file__).resolve().parents[1]
+K = 4                                        # process.levels.K of the levels systems (systems.py)
 
 _spec = importlib.util.spec_from_file_location("sample_script", ROOT / "sample.py")
 sample_script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(sample_script)
 
 
-def _sample(work, *flags):
-    assert sample_script.main(["--workdir", str(work), "--quiet", *flags]) == 0
-    outs = sorted((work / "additional_samples" / "checkpoint_0").iterdir(), key=lambda p: p.stat().st_mtime)
-    return outs[-1]
+@pytest.fixture(autouse=True)
+def data_dir(volcano_dir, monkeypatch):
+    monkeypatch.setenv("DATA_DIR", str(volcano_dir))
 
 
-def _load(out):
+@pytest.fixture(scope="module")
+def runs(trained, tmp_path_factory):
+    return {name: _copy(trained, tmp_path_factory, name) for name in ("heat_digits", "linear_digits", "ve_volcano",
+                                                                       "starter_digits", "toy")}
+
+
+def _copy(trained, tmp_path_factory, name):
+    """A private copy of the session's trained run of `name` (this module writes into it)."""
+    dest = tmp_path_factory.mktemp(f"copy_{name}") / name
+    shutil.copytree(trained(name), dest)
+    return dest
+
+
+def _sample(run, *flags):
+    assert sample_script.main(["--exp_name", str(run), "--quiet", *flags]) == 0
+    return max((run / "additional_samples").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+
+
+def _levels(out):
     for name in ("final.png", "init.png", "samples.npz", "process.gif"):
         assert (out / name).is_file(), name
     with Image.open(out / "process.gif") as gif:
@@ -36,47 +53,138 @@ def _load(out):
     return np.load(out / "samples.npz")
 
 
-def test_random_same_init_share_noise(heat_run):
-    rnd = _load(_sample(heat_run, "--batch_size", "4", "--config", CONFIG))
-    assert rnd["samples"].shape == (4, 1, 8, 8) and rnd["noise"].shape == (4, K, 1, 8, 8)
-    assert len({rnd["init"][i].tobytes() for i in range(4)}) == 4
+def _fields(out):
+    for name in ("final.png", "init.png", "samples.npz"):
+        assert (out / name).read_bytes()[:4] in (b"\x89PNG", b"PK\x03\x04"), name
+    return np.load(out / "samples.npz")
 
-    same = _load(_sample(heat_run, "--batch_size", "4", "--same_init"))
+
+def cli_exit(capsys, *argv):
+    capsys.readouterr()
+    old = sys.argv
+    sys.argv = ["sample.py", *map(str, argv)]
+    try:
+        with pytest.raises(SystemExit) as stop:
+            run_cli(sample_script.main, "sample.py")
+    finally:
+        sys.argv = old
+    return stop.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_levels_random_same_init_share_noise(runs):
+    run = runs["heat_digits"]
+    out = _sample(run, "--batch_size", "4")
+    assert out.name == "random-latest-delta0.0125-seed0"
+    rnd = _levels(out)
+    assert rnd["samples"].shape == (4, 1, 8, 8) and rnd["noise"].shape == (4, K, 1, 8, 8)
+    assert len({rnd["init"][i].tobytes() for i in range(4)}) == 4 and str(rnd["forward"]) == "heat"
+
+    same = _levels(_sample(run, "--batch_size", "4", "--same_init"))
     assert all(np.array_equal(same["init"][i], same["init"][0]) for i in range(4))      # one initial state
     assert np.array_equal(same["init"][0], rnd["init"][0])
     assert len({same["samples"][i].tobytes() for i in range(4)}) == 4                   # different outputs
     assert not np.array_equal(same["noise"][0], same["noise"][1])
 
-    share = _load(_sample(heat_run, "--batch_size", "4", "--share_noise"))
+    share = _levels(_sample(run, "--batch_size", "4", "--mode", "share_noise"))
     assert all(np.array_equal(share["noise"][i], share["noise"][0]) for i in range(4))  # one noise sequence
     assert len({share["init"][i].tobytes() for i in range(4)}) == 4
     assert np.allclose(share["samples"][0], rnd["samples"][0], atol=1e-5)              # sample 0 is seed 0's
+    # the sampler of eval.py / the trainer draws the same sample from the same seed
+    loaded = build.load_run(run, "model.pt", "cpu")
+    direct = loaded.process.sample(loaded.model, [0, 1], loaded.shape, "cpu")
+    assert np.allclose(direct.numpy(), rnd["samples"][:2], atol=1e-5)
 
 
-def test_interpolate(heat_run):
-    out = _sample(heat_run, "--interpolate", "--num_points", "6")
-    data = _load(out)
+def test_levels_interpolate_and_another_map(runs):
+    run = runs["linear_digits"]
+    rnd = _levels(_sample(run, "--batch_size", "2", "--seed", "5"))
+    data = _levels(_sample(run, "--interpolate", "--num_points", "6", "--seed", "5"))
     assert data["samples"].shape[0] == 6 and str(data["mode"]) == "interpolate"
-    rnd = np.load(next((heat_run / "additional_samples" / "checkpoint_0").glob("random_*")) / "samples.npz")
+    assert str(data["forward"]) == "fixed_random" and np.isfinite(data["samples"]).all()
     assert np.allclose(data["init"][0], rnd["init"][0], atol=1e-5)
     assert np.allclose(data["init"][-1], rnd["init"][1], atol=1e-5)
+    assert np.allclose(data["samples"][0], rnd["samples"][0], atol=1e-5)     # seed 5's start and noise
 
 
-def test_errors(heat_run):
-    with pytest.raises(UserError, match="checkpoint_7"):
-        sample_script.main(["--workdir", str(heat_run), "--checkpoint", "7"])
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "sample.py", "--workdir", str(heat_run / "nope")], cwd=ROOT,
-                         capture_output=True, text=True, env=env)
-    assert out.returncode == 2 and "not found" in out.stderr and "Traceback" not in out.stderr
+def test_ve_modes(runs):
+    """annealed Langevin draws noise at every step: every mode means something."""
+    run = runs["ve_volcano"]
+    out = _sample(run, "--batch_size", "3")
+    assert out.name == "random-latest-annealed_langevin-T1-seed0"
+    rnd = _fields(out)
+    assert rnd["samples"].shape == (3, 2, 16, 16) and str(rnd["sampler"]) == "annealed_langevin"
+    loaded = build.load_run(run, "model.pt", "cpu")
+    options = build.sampler_setup(loaded.cfg)
+    direct = loaded.process.sample(loaded.model, [0, 1, 2], loaded.shape, "cpu", **options)
+    assert np.allclose(direct.numpy(), rnd["samples"], atol=1e-5)         # random = the process's own sampler
+    starts = loaded.process.noise.sample(3, (16, 16), [torch.Generator().manual_seed(s) for s in range(3)])
+    assert np.array_equal(rnd["init"], starts.numpy())
+
+    same = _fields(_sample(run, "--batch_size", "3", "--mode", "same_init"))
+    assert all(np.array_equal(same["init"][i], rnd["init"][0]) for i in range(3))
+    assert np.allclose(same["samples"][0], rnd["samples"][0], atol=1e-5)
+    assert len({same["samples"][i].tobytes() for i in range(3)}) == 3              # the later noise differs
+
+    share = _fields(_sample(run, "--batch_size", "3", "--share_noise"))
+    assert np.array_equal(share["init"], rnd["init"])                                # own starts
+    assert np.allclose(share["samples"][0], rnd["samples"][0], atol=1e-5)
+    assert not np.allclose(share["samples"][1], rnd["samples"][1], atol=1e-3)       # seed 0's later noise
+
+    inter = _fields(_sample(run, "--mode", "interpolate", "--num_points", "5"))
+    z = inter["init"]
+    assert z.shape == (5, 2, 16, 16) and np.array_equal(z[0], rnd["init"][0])
+    assert np.allclose(z[-1], rnd["init"][1], atol=1e-6)
+    lam = np.linspace(0, 1, 5) * np.pi / 2
+    assert np.allclose(z[2], np.cos(lam[2]) * z[0] + np.sin(lam[2]) * z[-1], atol=1e-5)
+    assert np.allclose(inter["samples"][0], rnd["samples"][0], atol=1e-5)     # seed 0's start and noise
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("forward", ["identity", "constant_velocity", "constant_deceleration", "fixed_random",
-                                     "random_product"])
-def test_every_forward_process_samples(tmp_path, forward):
-    torch.set_num_threads(1)
-    work = tmp_path / forward
-    assert train_main(["--config", CONFIG, "--workdir", str(work), "--quiet", f"model.forward={forward}", *TINY]) == 0
-    data = _load(_sample(work, "--batch_size", "3"))
-    assert str(data["forward"]) == forward and np.isfinite(data["samples"]).all()
+def test_deterministic_sampler_modes(runs, capsys):
+    """heun_ode draws nothing after its start: same_init / share_noise are refused, interpolate is exact."""
+    run = runs["starter_digits"]
+    rnd = _fields(_sample(run, "--batch_size", "2"))
+    inter = _fields(_sample(run, "--interpolate", "--num_points", "4"))
+    assert inter["samples"].shape == (4, 1, 8, 8)
+    assert np.allclose(inter["samples"][0], rnd["samples"][0], atol=1e-5)
+    assert np.allclose(inter["samples"][-1], rnd["samples"][1], atol=1e-4)      # cos(pi/2) is 6e-17, not 0
+    for mode in ("same_init", "share_noise"):
+        status, lines = cli_exit(capsys, "--exp_name", run, "--mode", mode, "--quiet")
+        assert status == 2 and len(lines) == 1, lines
+        assert f"--mode {mode} means nothing with the deterministic sampler heun_ode" in lines[0]
+        assert "--sampler annealed_langevin" in lines[0]
+    same = _fields(_sample(run, "--batch_size", "3", "--same_init", "--sampler", "euler_maruyama"))
+    assert same["init"].shape == (3, 1, 8, 8) and all(np.array_equal(z, same["init"][0]) for z in same["init"])
+    assert len({s.tobytes() for s in same["samples"]}) == 3
+    assert {p.name for p in (run / "additional_samples").iterdir()} == {
+        "random-latest-heun_ode-steps3-seed0", "interpolate-latest-heun_ode-steps3-seed0",
+        "same_init-latest-euler_maruyama-steps3-seed0"}
+
+
+def test_toy_samples_in_random_mode_only(runs, capsys):
+    run = runs["toy"]
+    out = _sample(run, "--batch_size", "5")
+    data = np.load(out / "samples.npz")
+    assert out.name == "random-latest-reverse_sde-steps10-seed0" and (out / "samples.png").is_file()
+    assert data["samples"].shape == (5, 2) and ((data["samples"] >= 0) & (data["samples"] < 1)).all()
+    for mode in ("same_init", "share_noise", "interpolate"):
+        status, lines = cli_exit(capsys, "--exp_name", run, "--mode", mode)
+        assert status == 2 and len(lines) == 1 and "use --mode random" in lines[0], lines
+
+
+def test_overwrite_and_errors(runs, capsys):
+    run = runs["heat_digits"]
+    out = _sample(run, "--batch_size", "2", "--seed", "9")
+    before = (out / "samples.npz").read_bytes()
+    with pytest.raises(UserError, match="already holds samples.*--overwrite"):
+        sample_script.main(["--exp_name", str(run), "--batch_size", "3", "--seed", "9", "--quiet"])
+    assert (out / "samples.npz").read_bytes() == before
+    assert _sample(run, "--batch_size", "3", "--seed", "9", "--overwrite") == out
+    assert np.load(out / "samples.npz")["samples"].shape[0] == 3
+    with pytest.raises(UserError, match="snapshots/model.7.pt"):
+        sample_script.main(["--exp_name", str(run), "--checkpoint", "7"])
+    with pytest.raises(UserError, match="contradict"):
+        sample_script.main(["--exp_name", str(run), "--mode", "random", "--same_init"])
+    with pytest.raises(UserError, match="--delta must be positive"):
+        sample_script.main(["--exp_name", str(run), "--delta", "-1"])
+    status, lines = cli_exit(capsys, "--exp_name", run / "nope")
+    assert status == 2 and len(lines) == 1 and "not found" in lines[0]

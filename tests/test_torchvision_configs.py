@@ -1,9 +1,10 @@
 """The shipped MNIST and CIFAR-10 configs run end to end through train.py --config.
 
 torchvision does not import beside this project's CPU torch, so a stand-in module with
-the same MNIST / CIFAR10 interface (`cls(root, train=, download=)` with a uint8 `.data`)
-replaces it: what is tested is everything from the config file to the work folder.
+the same MNIST / CIFAR10 interface (`cls(root, train=, download=)` with a uint8 `.data` and
+`.targets`) replaces it: what is tested is everything from the config file to the run folder.
 """
+import json
 import sys
 import types
 from pathlib import Path
@@ -12,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_code import checkpoint
-from model_code.image_runs import train_main
+from model_code import build, checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,9 @@ def _fake_torchvision(monkeypatch, seen):
         def __init__(self, root, train=True, download=False):
             seen.append((type(self).__name__, root, train, download))
             rng = np.random.default_rng(1 if train else 2)
-            self.data = rng.integers(0, 256, size=(48 if train else 16, *self.shape), dtype=np.uint8)
+            n = 48 if train else 16
+            self.data = rng.integers(0, 256, size=(n, *self.shape), dtype=np.uint8)
+            self.targets = [int(k) for k in rng.integers(0, 10, size=n)]       # a list, as torchvision has it
 
     class MNIST(_Base):
         shape = (28, 28)                 # (N, H, W), as torchvision stores it
@@ -42,27 +44,45 @@ def _fake_torchvision(monkeypatch, seen):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config, channels, size", [("mnist/default_mnist_configs.yaml", 1, 28),
-                                                     ("mnist/small_mnist_configs.yaml", 1, 28),
-                                                     ("cifar10/default_cifar10_configs.yaml", 3, 32)])
-def test_shipped_torchvision_config_trains_samples_and_checkpoints(tmp_path, monkeypatch, config, channels, size):
+@pytest.mark.parametrize("config, channels, size, extra", [
+    ("mnist/default_mnist_configs.yaml", 1, 28, []),
+    # (eval.evaluators=[]: the training-time ELBO of a class-conditional run is test_levels_training's)
+    ("mnist/small_mnist_configs.yaml", 1, 28, ["data.conditional=true", "eval.evaluators=[]"]),
+    ("cifar10/default_cifar10_configs.yaml", 3, 32, []),
+], ids=["mnist", "small_mnist_conditional", "cifar10"])
+def test_shipped_torchvision_config_trains_samples_and_checkpoints(tmp_path, monkeypatch, config, channels, size,
+                                                                   extra):
+    import train
+
     torch.set_num_threads(1)
     seen = []
     _fake_torchvision(monkeypatch, seen)
     work = tmp_path / "run"
-    rc = train_main(["--config", str(ROOT / "configs" / config), "--workdir", str(work), "--quiet",
+    rc = train.main(["--config", str(ROOT / "configs" / config), "--workdir", str(work), "--quiet",
                      "model.K=4", "model.unet.model_channels=8", "model.unet.num_res_blocks=1",
                      "model.unet.num_heads=1", "training.batch_size=8", "training.n_iters=4",
                      "training.eval_freq=4", "training.sampling_freq=4", "training.snapshot_freq=2",
                      "training.snapshot_freq_for_preemption=2", "training.n_samples=4", "training.n_eval=8",
-                     "eval.batch_size=8", "data.root=" + str(tmp_path / "data")])
+                     "eval.batch_size=8", "data.root=" + str(tmp_path / "data"), "train.tensorboard=false",
+                     "train.device=cpu", "train.threads=1", *extra])
     assert rc == 0
     assert {name for name, *_ in seen} == {"MNIST" if channels == 1 else "CIFAR10"}
     assert {train for _, _, train, _ in seen} == {True, False}        # train and test splits
-    state = checkpoint.load(work / "checkpoints-meta" / "checkpoint.pth")
+    assert {root for _, root, _, _ in seen} == {str(tmp_path / "data")}
+    state = checkpoint.load(work / "model.pt")
     assert state["step"] == 4
-    assert sorted(p.name for p in (work / "checkpoints").iterdir()) == ["checkpoint_1.pth", "checkpoint_2.pth"]
-    assert (work / "samples" / "iter_000004.png").exists()
-    prior = state["prior"]                      # fitted to the most-blurred training images
+    assert sorted(p.name for p in (work / "snapshots").iterdir()) == ["model.2.pt", "model.4.pt"]
+    assert (work / "samples" / "4.png").is_file()
+    assert state["data"]["shape"] == [channels, size, size] and state["data"]["levels"] == 256
+    prior = state["process_state"]["prior"]     # fitted to the most-blurred training images
     assert prior["shape"] == [channels, size, size] and prior["mean"].numel() == channels * size * size
     assert torch.isfinite(prior["mean"]).all()
+    rows = [json.loads(line) for line in (work / "results.json").read_text().splitlines()]
+    assert rows[-1]["step"] == 4 and "loss_valid" in rows[-1]
+    if not extra:
+        assert rows[-1]["val_bpd"] > 0 and (work / "model.val_bpd.pt").is_file()
+    run = build.load_run(work, "model.pt", "cpu")
+    assert run.num_classes == (10 if extra else 0)
+    labels = torch.tensor([3, 7]) if extra else None
+    x = run.process.sample(run.model, [0, 1], run.shape, "cpu", labels=labels, **build.sampler_setup(run.cfg))
+    assert x.shape == (2, channels, size, size) and torch.isfinite(x).all()

@@ -1,4 +1,4 @@
-"""The two-atom toy problem: analytic score, process, network, regularizers, training entry.
+"""The two-atom toy problem: analytic score, process, network, regularizers, train.py and eval.py.
 
 Numbers are checked against analytic answers: finite differences of log p, the
 Rayleigh law and the 1/2 mode balance of exact samples, the Fokker-Planck and
@@ -14,8 +14,10 @@ import pytest
 import torch
 from scipy import stats
 
+from model_code import build, config
 from model_code import regularizers as reg
-from model_code import toy_runs
+from model_code import toy_analysis as ta
+from model_code.data.sources import Batch
 from model_code.data.toy import TwoAtomData, mode_balance, nearest_mode, torus_delta, wrap
 from model_code.errors import UserError
 from model_code.nets.mlp import PermutationEquivariantMLP
@@ -234,18 +236,44 @@ def test_consistency_identity_of_analytic_score(analytic, schedule):
     assert bool((diff.abs() < 4 * se + 0.02 * analytic(x, schedule.sigma(t)).abs()).all()), (diff, se)
 
 
+def _toy_parts(*overrides):
+    cfg = config.load([BASE], ["net.hidden=16", "net.depth=2", *overrides])
+    torch.manual_seed(0)
+    return cfg, build.build_parts(cfg, None, "cpu")
+
+
 @pytest.mark.parametrize("kind", EXPERIMENTS[1:])
-def test_regularizers_give_finite_losses_and_gradients(kind, analytic):
-    cfg = toy_runs.to_plain(toy_runs.load_config([BASE], [f"regularizer.kind={kind}", "regularizer.n_points=8"]))
-    data, process, analytic_, net = toy_runs.build_parts(cfg)
-    x0 = data.sample(16, gen(15))
-    t = torch.rand(16, generator=gen(16), dtype=torch.float64)
-    sigma = process.schedule.sigma(t).float()
-    loss_dsm, xt = reg.dsm_loss(net, process, x0, sigma, torch.randn(16, 2, generator=gen(17)))
-    loss = toy_runs.regularizer_loss(cfg, net, analytic_, process, xt.detach(), t, sigma, gen(18))
-    loss.backward()
-    assert math.isfinite(float(loss.detach())) and math.isfinite(float(loss_dsm.detach()))
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters() if p.requires_grad)
+def test_regularizers_give_finite_losses_and_gradients(kind):
+    cfg, parts = _toy_parts(f"regularizer.kind={kind}", "regularizer.n_points=8", "regularizer.weight=0.5",
+                            "regularizer.burn_in=3")
+    process, model = parts.process, parts.model
+    assert isinstance(process, reg.Regularized) and process.kind == kind and process.name == "wrapped_ve"
+    batch = Batch(TwoAtomData((0.25, 0.75), SIGMA_D).sample(16, gen(15)))
+    draw = process.loss(model, batch, gen(16), step=3)
+    assert set(draw.terms) == {"dsm", "regularizer", "total"}
+    assert draw.terms["total"] == pytest.approx(draw.terms["dsm"] + 0.5 * draw.terms["regularizer"], rel=1e-6)
+    assert float(draw.loss.detach()) == pytest.approx(draw.terms["total"], rel=1e-6)
+    draw.loss.backward()
+    assert all(math.isfinite(v) for v in draw.terms.values())
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+    # before the burn-in the loss is plain DSM, with the same draws of t and z
+    early = process.loss(model, batch, gen(16), step=2)
+    assert early.terms["regularizer"] == 0.0 and early.terms["dsm"] == pytest.approx(draw.terms["dsm"], rel=1e-6)
+    # the inner process alone gives the same DSM loss
+    assert process.process.loss(model, batch, gen(16)).terms["dsm"] == pytest.approx(draw.terms["dsm"], rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", EXPERIMENTS)
+def test_shard_losses_weighted_by_size_add_up_to_the_batch_loss(kind):
+    """Every random number is drawn for the whole batch: sum_s (|s| / B) loss(s) = loss(batch) (2 ranks' view)."""
+    cfg, parts = _toy_parts(f"regularizer.kind={kind}", "regularizer.n_points=6", "regularizer.laplacian=hutchinson")
+    model = parts.model.double()
+    batch = Batch(TwoAtomData((0.25, 0.75), SIGMA_D).sample(10, gen(22), dtype=torch.float64))
+    whole = float(parts.process.loss(model, batch, gen(23)).loss.detach())
+    shards = [slice(0, 3), slice(3, 10)]
+    parts_sum = sum(float(parts.process.loss(model, batch, gen(23), shard=s).loss.detach()) * (s.stop - s.start)
+                    for s in shards) / 10
+    assert parts_sum == pytest.approx(whole, rel=1e-9, abs=1e-12)
 
 
 def test_analytic_regression_and_score_error_are_zero_for_the_exact_score(analytic, schedule):
@@ -261,24 +289,25 @@ def test_analytic_regression_and_score_error_are_zero_for_the_exact_score(analyt
 
 def test_config_errors_are_user_errors():
     with pytest.raises(UserError, match="no_such_key"):
-        toy_runs.load_config([BASE], ["train.no_such_key=1"])
+        config.load([BASE], ["train.no_such_key=1"])
     with pytest.raises(UserError, match="prior"):
-        toy_runs.load_config([BASE], ["process.sigma_max=0.2"])
-    cfg = toy_runs.load_config([BASE], ["process.sigma_max=0.2", "process.prior=exact"])
-    assert cfg.process.prior == "exact"
+        config.load([BASE], ["process.sigma_max=0.2"])
+    cfg = config.load([BASE], ["process.sigma_max=0.2", "process.prior=exact"])
+    assert cfg.process.wrapped_ve.prior == "exact"
     with pytest.raises(UserError, match="regularizer.kind"):
-        toy_runs.load_config([BASE], ["regularizer.kind=magic"])
+        config.load([BASE], ["regularizer.kind=magic"])
     with pytest.raises(UserError, match="not found"):
-        toy_runs.load_config([REPO / "configs" / "toy" / "nope.yaml"])
+        config.load([REPO / "configs" / "toy" / "nope.yaml"])
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="CUDA"):
-            toy_runs.load_config([BASE], ["train.device=cuda"])
+            build.resolve_device(config.load([BASE], ["train.device=cuda"]).train.device)
 
 
 def test_every_experiment_config_loads_and_sets_its_regularizer():
     for name in EXPERIMENTS:
-        cfg = toy_runs.load_config([BASE, REPO / "configs" / "toy" / name / "specific_config.yaml"])
-        assert cfg.regularizer.kind == name
+        cfg = config.load([BASE, REPO / "configs" / "toy" / name / "specific_config.yaml"])
+        assert cfg.objective.regularizer.kind == name
+        assert (cfg.data.dataset, cfg.process.type, cfg.net.type) == ("two_atoms", "wrapped_ve", "mlp")
         run_sh = REPO / "configs" / "toy" / name / "run.sh"
         assert os.access(run_sh, os.X_OK)
 
@@ -289,50 +318,115 @@ def _env():
     return env
 
 
-def test_train_py_writes_files_lowers_loss_and_resumes(tmp_path):
-    work = tmp_path / "run"
-    cmd = [sys.executable, str(REPO / "train.py"), "--config", str(BASE), "--config",
-           str(REPO / "configs" / "toy" / "none" / "specific_config.yaml"), "--workdir", str(work), "--quiet",
-           "train.steps=400", "train.log_every=50", "train.figure_every=400", "train.checkpoint_every=200"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
-    assert out.returncode == 0, out.stderr
-    for name in ("config.yaml", "model.pt", "metrics.jsonl", "summary.json"):
-        assert (work / name).is_file(), name
-    assert any((work / "tb").glob("events.out.tfevents.*"))
+TRAIN_ARGS = ["--config", str(BASE), "--config", str(REPO / "configs" / "toy" / "none" / "specific_config.yaml"),
+              "--quiet", "train.steps=400", "train.log_every=50", "train.figure_every=400",
+              "train.checkpoint_every=200"]
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A 400-step run of the 'none' experiment through train.py (in this process: no second start-up)."""
+    import train
+
+    work = tmp_path_factory.mktemp("toy") / "run"
+    assert train.main([*TRAIN_ARGS, "--workdir", str(work)]) == 0
+    torch.set_num_threads(1)
+    return work
+
+
+def test_train_py_writes_files_lowers_loss_and_resumes(toy_run, capsys):
     import json
-    lines = [json.loads(ln) for ln in (work / "metrics.jsonl").read_text().splitlines()]
+
+    import train
+
+    work = toy_run
+    for name in ("config.json", "provenance.json", "model.pt", "model.score_error.pt", "results.json"):
+        assert (work / name).is_file(), name
+    assert any((work / "tb").glob("events.out.tfevents.*")) and (work / "samples" / "400.png").is_file()
+    lines = [json.loads(ln) for ln in (work / "results.json").read_text().splitlines()]
     assert [ln["step"] for ln in lines] == list(range(50, 401, 50))
+    assert all(ln["loss"] == ln["dsm"] for ln in lines)                  # no regularizer
     assert lines[-1]["dsm"] < lines[0]["dsm"] - 0.05        # the DSM floor is ~1, so the excess drops
-    net, cfg = toy_runs.load_model(work)
-    assert cfg["train"]["steps"] == 400 and isinstance(net, PermutationEquivariantMLP)
-    torch.manual_seed(cfg["seed"])
-    data, process, analytic, untrained = toy_runs.build_parts(cfg)          # the same initial weights
+    assert "score_error" in lines[-1] and "score_error" not in lines[0]
+    run = build.load_run(work, "model.pt", "cpu")
+    assert run.cfg.train.steps == 400 and isinstance(run.model, PermutationEquivariantMLP)
+    assert run.state["step"] == 400 and run.kind == "atoms" and run.shape == (2,)
+    assert config.from_dict(json.loads((work / "config.json").read_text())) == run.cfg
+    untrained = build.build_parts(run.cfg, None, "cpu").net          # the same initial weights (same seed)
+    data, analytic, schedule = ta.toy_parts(run.cfg)
     ts = [0.0, 0.2, 0.4, 0.6, 0.8]        # the excess DSM loss, integrated over t (crudely)
-    before = sum(r["weighted"] for r in score_error(untrained, analytic, data, process.schedule, ts, 500, gen(21)))
-    after = sum(r["weighted"] for r in score_error(net, analytic, data, process.schedule, ts, 500, gen(21)))
+    before = sum(r["weighted"] for r in score_error(ta.as_score(untrained), analytic, data, schedule, ts, 500,
+                                                    gen(21)))
+    after = sum(r["weighted"] for r in score_error(ta.as_score(run.model), analytic, data, schedule, ts, 500,
+                                                   gen(21)))
     assert after < 0.6 * before
     # same config again: resumes at the end, nothing duplicated
-    again = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
-    assert again.returncode == 0 and "resuming" in again.stderr
-    assert len((work / "metrics.jsonl").read_text().splitlines()) == len(lines)
-    # a different config in the same folder is refused in one line, exit 2
-    bad = subprocess.run(cmd + ["train.lr=0.5"], capture_output=True, text=True, env=_env(), cwd=tmp_path,
-                         timeout=120)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "different config" in bad.stderr
+    capsys.readouterr()
+    assert train.main([*TRAIN_ARGS, "--workdir", str(work)]) == 0
+    assert "resuming" in capsys.readouterr().err
+    assert len((work / "results.json").read_text().splitlines()) == len(lines)
+    # a different config in the same folder is refused, nothing overwritten
+    with pytest.raises(UserError, match=r"different config \(differs in: optim\.lr\)"):
+        train.main([*TRAIN_ARGS, "--workdir", str(work), "train.lr=0.5"])
+    assert build.load_run(work, "model.pt", "cpu").cfg.optim.lr == 1e-3
+
+
+def test_eval_py_score_mode_measures_the_run_against_the_analytic_score(toy_run, tmp_path):
+    import json
+
+    import numpy as np
+
+    out = subprocess.run([sys.executable, str(REPO / "eval.py"), "--exp_name", str(toy_run), "--mode", "score",
+                          "--Ntest", "300", "--steps", "50", "--savedir", str(tmp_path), "--quiet"],
+                         capture_output=True, text=True, env=_env(), timeout=120)
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "score-latest-reverse_sde-steps50"
+    summary = json.loads((folder / "metrics.json").read_text())
+    m = summary["metrics"]
+    assert summary["step"] == 400 and summary["n"] == 300 and m["n_samples"] == 300
+    # the law the reverse SDE ends in: data widened by sigma_min
+    assert m["rayleigh_scale"] == pytest.approx(math.sqrt(SIGMA_D ** 2 + SIGMA_MIN ** 2), rel=1e-12)
+    assert 0 <= m["mode_balance"] <= 1 and m["mode_balance_se"] == pytest.approx(
+        math.sqrt(m["mode_balance"] * (1 - m["mode_balance"]) / 300), rel=1e-6)
+    per_t = summary["score_error_per_t"]
+    assert [r["t"] for r in per_t] == pytest.approx(list(np.linspace(0, 1, 21)))
+    assert m["score_error_mean"] == pytest.approx(np.mean([r["weighted"] for r in per_t]), rel=1e-9)
+    assert m["relative_error_overall"] == pytest.approx(
+        sum(r["weighted"] for r in per_t) / sum(r["reference"] for r in per_t), rel=1e-9)
+    # the zero score's error at t = 0, two separated Gaussians: E sigma^2 |s*|^2 = 2 sigma^2 / (sigma_d^2 + sigma^2)
+    assert per_t[0]["reference"] == pytest.approx(2 * SIGMA_MIN ** 2 / (SIGMA_D ** 2 + SIGMA_MIN ** 2), rel=0.1)
+    samples = np.load(folder / "samples.npz")["samples"]
+    assert samples.shape == (300, 2) and samples.min() >= 0 and samples.max() < 1
+    # the same evaluation again is refused without --overwrite; a mode of another system is refused
+    import eval as eval_py
+
+    with pytest.raises(UserError, match="overwrite"):
+        eval_py.main(["--exp_name", str(toy_run), "--mode", "score", "--Ntest", "300", "--steps", "50",
+                      "--savedir", str(tmp_path), "--quiet"])
+    with pytest.raises(UserError, match=r"--mode generate does not apply .* use --mode score"):
+        eval_py.main(["--exp_name", str(toy_run), "--mode", "generate", "--savedir", str(tmp_path), "--quiet"])
 
 
 def test_run_sh_trains_from_any_directory(tmp_path):
+    import json
+
     work = tmp_path / "fp"
     env = dict(_env(), WORKDIR=str(work))
-    out = subprocess.run([str(REPO / "configs" / "toy" / "fokker_planck" / "run.sh"), "train.steps=30",
-                          "train.log_every=10", "train.figure_every=30", "regularizer.burn_in=10",
-                          "regularizer.laplacian=hutchinson", "--quiet"],
+    out = subprocess.run([str(REPO / "configs" / "toy" / "fokker_planck" / "run.sh"), "train.steps=20",
+                          "train.log_every=10", "train.figure_every=20", "regularizer.burn_in=10",
+                          "regularizer.laplacian=hutchinson", "regularizer.weight=0.5", "net.hidden=32", "--quiet"],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert (work / "model.pt").is_file() and "fokker_planck" in (work / "config.yaml").read_text()
-    import json
-    last = json.loads((work / "metrics.jsonl").read_text().splitlines()[-1])
-    assert "regularizer" in last and math.isfinite(last["regularizer"])
+    assert (work / "model.pt").is_file()
+    saved = json.loads((work / "config.json").read_text())
+    assert saved["objective"]["regularizer"]["kind"] == "fokker_planck"
+    assert saved["objective"]["regularizer"]["laplacian"] == "hutchinson"
+    first, last = [json.loads(ln) for ln in (work / "results.json").read_text().splitlines()]
+    assert first["regularizer"] == 0.0 and first["total"] == pytest.approx(first["dsm"])     # burn-in
+    assert math.isfinite(last["regularizer"]) and last["regularizer"] > 0
+    # per step total = dsm + weight * regularizer, so the same holds for the logged means
+    assert last["total"] == pytest.approx(last["dsm"] + 0.5 * last["regularizer"], rel=1e-6)
+    assert last["loss"] == pytest.approx(last["total"], rel=1e-6)
 
 
 def test_analyse_toy_help_explains_every_flag():
@@ -366,34 +460,3 @@ def test_analyse_toy_end_to_end(tmp_path):
     for f in ("table.org", "score_error.png", "analytical/samples.png", "analytical/radial.png",
               "none/score_field.gif"):
         assert (tmp_path / "out" / f).is_file(), f
-
-
-def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
-    """Killed right after the step-30 checkpoint, the resumed run ends where an uninterrupted one does."""
-    import json
-
-    args = ["--config", str(BASE), "--quiet", "train.steps=60", "train.log_every=10", "train.checkpoint_every=30",
-            "train.figure_every=1000", "train.batch_size=32", "regularizer.kind=consistency",
-            "regularizer.burn_in=5", "regularizer.n_points=8"]
-    assert toy_runs.train_main(args + ["--workdir", str(tmp_path / "straight")]) == 0
-
-    real_save = toy_runs._save
-
-    def save_then_die(*a, **k):
-        real_save(*a, **k)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(toy_runs, "_save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        toy_runs.train_main(args + ["--workdir", str(tmp_path / "resumed")])
-    monkeypatch.setattr(toy_runs, "_save", real_save)
-    assert toy_runs.train_main(args + ["--workdir", str(tmp_path / "resumed")]) == 0
-    steps = [json.loads(ln)["step"] for ln in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(10, 61, 10))
-    a = toy_runs.checkpoint.load(tmp_path / "straight" / "model.pt")
-    b = toy_runs.checkpoint.load(tmp_path / "resumed" / "model.pt")
-    assert a["step"] == b["step"] == 60
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    for k in a["ema"]["shadow"]:
-        assert torch.equal(a["ema"]["shadow"][k], b["ema"]["shadow"][k]), k

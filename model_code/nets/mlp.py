@@ -48,7 +48,9 @@ class PermutationEquivariantMLP(nn.Module):
         arg = x[..., None].float() * self.k
         return torch.cat([torch.cos(arg), torch.sin(arg)], dim=-1)
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is not None:
+            raise ValueError("PermutationEquivariantMLP has no class conditioning; it cannot take labels")
         sigma = torch.as_tensor(sigma, device=x.device)
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])

@@ -157,7 +157,9 @@ class _ConditionedOperator(nn.Module):
         self.lift_bias = nn.Linear(embedding_dim, width)  # default init: active from the start
         self.film = nn.ModuleList(_zero_linear(embedding_dim, 2 * c) for c in film_channels)
 
-    def _embed(self, x: torch.Tensor, c_noise) -> torch.Tensor:
+    def _embed(self, x: torch.Tensor, c_noise, labels=None) -> torch.Tensor:
+        if labels is not None:
+            raise ValueError(f"{type(self).__name__} has no class conditioning; it cannot take labels")
         if x.ndim != 4:
             raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}")
         if x.shape[1] != self.config["in_channels"]:
@@ -234,8 +236,8 @@ class ConditionedFNO(_ConditionedOperator):
         del library_fno
         self._init_conditioning(embedding_dim, width, [width] * n_layers)
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        e = self._embed(x, c_noise)
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        e = self._embed(x, c_noise, labels)
         h = self.lifting(self._lift_input(x))
         h = h + self.lift_bias(e).to(h.dtype)[:, :, None, None]
         if self.domain_padding is not None:
@@ -354,8 +356,8 @@ class ConditionedUNO(_ConditionedOperator):
         # can be inspected with hooks; it has no parameters).
         self.activation = nn.GELU()
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        e = self._embed(x, c_noise)
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        e = self._embed(x, c_noise, labels)
         h = self.lifting(self._lift_input(x))
         h = h + self.lift_bias(e).to(h.dtype)[:, :, None, None]
         if self.domain_padding is not None:

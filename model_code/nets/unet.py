@@ -12,6 +12,11 @@ exact shape of the matching skip) and one level per sample, k (B,). Layout:
 ResBlock: GN -> SiLU -> conv3 -> scale-shift by the level embedding (h * (1 + s) + b after
 the second GN) -> SiLU -> dropout -> conv3 (zero-initialised), plus a (1x1) skip. The level
 embedding is sinusoidal features of k followed by an MLP (nets/embedding.py).
+
+Class conditioning (num_classes > 0): a learned nn.Embedding(num_classes, emb_dim) of the
+label is added to the level embedding before its SiLU (improved-diffusion's scheme), so
+every ResBlock sees e = SiLU(E_level(k) + E_class(y)). num_classes = 0 is unconditional
+and has no class parameters (its state dict is that of the earlier unconditional net).
 ``config`` holds the constructor arguments (checkpoints rebuild the net from them).
 """
 from __future__ import annotations
@@ -74,7 +79,8 @@ class Attention(nn.Module):
 class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, out_channels: int | None = None, model_channels: int = 64,
                  channel_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 2,
-                 attention_levels: Sequence[int] = (1,), dropout: float = 0.0, num_heads: int = 4):
+                 attention_levels: Sequence[int] = (1,), dropout: float = 0.0, num_heads: int = 4,
+                 num_classes: int = 0):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
         mult = [int(m) for m in channel_mult]
@@ -85,11 +91,16 @@ class UNet(nn.Module):
             raise ValueError(f"attention_levels must lie in 0..{len(mult) - 1}, got {attn}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 0:
+            raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")
         self.config = dict(in_channels=int(in_channels), out_channels=int(out_channels),
                            model_channels=int(model_channels), channel_mult=mult, num_res_blocks=int(num_res_blocks),
-                           attention_levels=attn, dropout=float(dropout), num_heads=int(num_heads))
+                           attention_levels=attn, dropout=float(dropout), num_heads=int(num_heads),
+                           num_classes=int(num_classes))
         emb_dim = 4 * model_channels
         self.embedding = NoiseLevelEmbedding(emb_dim)
+        if num_classes:
+            self.label_embedding = nn.Embedding(int(num_classes), emb_dim)
         self.conv_in = nn.Conv2d(in_channels, model_channels, 3, padding=1)
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         skips, ch = [model_channels], model_channels
@@ -124,11 +135,26 @@ class UNet(nn.Module):
             layers.append(Attention(cout, num_heads))
         return nn.ModuleList(layers)
 
-    def forward(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, level: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.config["in_channels"]:
             raise ValueError(f"x must have shape (B, {self.config['in_channels']}, H, W), got {tuple(x.shape)}")
         level = torch.as_tensor(level, device=x.device).float().reshape(-1).expand(x.shape[0])
-        emb = F.silu(self.embedding(level)).to(x.dtype)
+        emb = self.embedding(level)
+        num_classes = self.config["num_classes"]
+        if num_classes:
+            if labels is None:
+                raise ValueError(f"this U-Net is class-conditional ({num_classes} classes): pass labels (B,)")
+            labels = torch.as_tensor(labels, device=x.device)
+            if labels.shape != (x.shape[0],) or labels.is_floating_point():
+                raise ValueError(f"labels must be integers of shape ({x.shape[0]},), got {tuple(labels.shape)} "
+                                 f"{labels.dtype}")
+            # An out-of-range label would be a device-side assert on a GPU: say which instead.
+            if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+                raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}")
+            emb = emb + self.label_embedding(labels.long()).to(emb.dtype)
+        elif labels is not None:
+            raise ValueError("this U-Net is unconditional (num_classes=0) but was given labels")
+        emb = F.silu(emb).to(x.dtype)
         h = self.conv_in(x)
         skips = [h]
         for i, blocks in enumerate(self.down):

@@ -1,4 +1,4 @@
-"""Heat dissipation on the pixel grid (ARCHITECTURE §3.4; Rissanen, Heinonen & Solin 2023).
+"""Heat dissipation on the pixel grid (docs/maths.md; Rissanen, Heinonen & Solin 2023).
 
 The forward process blurs an image by running the heat equation du/dt = Laplacian(u) on
 the rectangle [0, H] x [0, W] (pixel units) with Neumann (zero-flux) boundaries. Its

@@ -1,4 +1,4 @@
-"""Interpolant processes x_t = alpha(t) x0 + sigma(t) x1 (ARCHITECTURE §3.3).
+"""Interpolant processes x_t = alpha(t) x0 + sigma(t) x1 (docs/maths.md).
 
 x0 is the data, x1 ~ N(0, C) is white or GRF noise (model_code.noise), t in [0, 1] with
 the data at t = 0. Each schedule is a small object with ``alpha(t)``, ``sigma(t)``,
@@ -19,6 +19,9 @@ Endpoints: sigma(0) = 0 for the first three (x_t is the data exactly; d_sigma of
 is infinite there), alpha(1) = 0 for RectifiedFlow and Cosine (x_t is pure noise). VE
 has sigma(0) = sigma_min > 0. Conversions between prediction types (prediction.py) divide
 by alpha or sigma, so they are meaningful on t in [t_eps, 1 - t_eps] only.
+
+``InterpolantProcess`` (at the end) puts a schedule, a noise and the prediction types behind
+the Process protocol (processes/base.py).
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ from dataclasses import dataclass
 from typing import Union
 
 import torch
+
+from .base import Draw, Process, rows
 
 TimeLike = Union[float, torch.Tensor]
 
@@ -232,3 +237,89 @@ def build_interpolant(name: str, **params) -> Interpolant:
         return INTERPOLANTS[name](**params)
     except TypeError as exc:
         raise ValueError(f"interpolant {name!r}: bad parameters {sorted(params)} ({exc})") from None
+
+
+# --------------------------------------------------------------------------- the Process
+
+def interpolant_from_description(desc) -> Interpolant:
+    """An Interpolant from its ``describe()`` (or its name)."""
+    if isinstance(desc, Interpolant):
+        return desc
+    if isinstance(desc, str):
+        return build_interpolant(desc)
+    params = dict(desc)
+    return build_interpolant(params.pop("type"), **params)
+
+
+class InterpolantProcess(Process):
+    """An interpolant x_t = alpha(t) x0 + sigma(t) x1, x1 ~ N(0, C) from ``noise``, as a Process.
+
+    wrap:   denoiser.InterpolantDenoiser: the backbone F(x_t, t) predicts ``model_output``
+            (x0, noise, score, velocity or v) and is seen by the samplers as a VE denoiser
+            in s = sigma(t) / alpha(t).
+    loss:   |convert(F(x_t, t), model_output -> loss_target) - target(x0, x1, t)|^2 averaged over
+            points (losses.interpolant_loss), t from ``time_sampler`` clamped to [t_min, t_max]
+            (conversions divide by alpha or sigma, which vanish at the ends of [0, 1]).
+    sample: any sampler of samplers.SAMPLERS on a VE grid in s (default: EDM grid from
+            s(t_max) to s(t_min), ``steps`` levels, with Heun's method).
+    """
+
+    name = "interpolant"
+
+    def __init__(self, noise, interpolant="rectified_flow", model_output: str = "velocity",
+                 loss_target: str = "velocity", time_sampler: str = "uniform", t_min: float = 1e-3,
+                 t_max: float = 1 - 1e-3):
+        from ..prediction import KINDS
+        from ..schedules import TIME_SAMPLERS
+
+        for what, kind in (("model_output", model_output), ("loss_target", loss_target)):
+            if kind not in KINDS:
+                raise ValueError(f"unknown {what} {kind!r}; choose one of {', '.join(KINDS)}")
+        if time_sampler not in TIME_SAMPLERS:
+            raise ValueError(f"unknown time_sampler {time_sampler!r}; choose one of {', '.join(TIME_SAMPLERS)}")
+        if not 0.0 <= t_min < t_max <= 1.0:
+            raise ValueError(f"need 0 <= t_min < t_max <= 1, got {t_min}, {t_max}")
+        self.noise = noise
+        self.interpolant = interpolant_from_description(interpolant)
+        self.model_output, self.loss_target, self.time_sampler = model_output, loss_target, time_sampler
+        self.t_min, self.t_max = float(t_min), float(t_max)
+
+    def wrap(self, net):
+        from ..denoiser import InterpolantDenoiser
+
+        return InterpolantDenoiser(net, self.interpolant, self.model_output, self.t_min, self.t_max)
+
+    def loss(self, model, batch, generator, shard: slice = slice(None), step: int = 0) -> Draw:
+        from ..losses import interpolant_loss
+        from ..schedules import sample_time
+
+        u = batch.x
+        t = sample_time(self.time_sampler, len(u), generator).clamp(self.t_min, self.t_max).to(u.device)
+        x1 = self.noise.sample(len(u), tuple(u.shape[2:]), generator, device=u.device, dtype=u.dtype)
+        loss = interpolant_loss(model, u[shard], x1[shard], t[shard], self.loss_target, rows(batch.labels, shard))
+        return Draw(loss, {})
+
+    def ve_sigmas(self, steps: int = 32, rho: float = 7.0) -> torch.Tensor:
+        """EDM grid of ``steps`` VE levels s = sigma(t) / alpha(t) from t_max down to t_min."""
+        from ..schedules import edm_sigmas
+
+        s_max = float(self.interpolant.sigma(self.t_max) / self.interpolant.alpha(self.t_max))
+        s_min = float(self.interpolant.sigma(self.t_min) / self.interpolant.alpha(self.t_min))
+        return edm_sigmas(s_max, s_min, int(steps), rho)
+
+    def sample(self, model, seeds, shape, device, labels=None, progress: bool = False, sampler: str = "heun_ode",
+               sigmas=None, steps: int = 32, batch_size=None, **options):
+        """Samples with a VE sampler through the InterpolantDenoiser (see processes.ve.sample_denoiser).
+
+        ``sigmas`` is the VE grid in s (default: ``ve_sigmas(steps)``).
+        """
+        from .ve import sample_denoiser
+
+        grid = self.ve_sigmas(steps) if sigmas is None else torch.as_tensor(sigmas, dtype=torch.float64)
+        return sample_denoiser(model, self.noise, grid, seeds, shape, device, labels, progress, sampler, batch_size,
+                               **options)
+
+    def describe(self) -> dict:
+        return {"type": self.name, "noise": self.noise.describe(), "interpolant": self.interpolant.describe(),
+                "model_output": self.model_output, "loss_target": self.loss_target,
+                "time_sampler": self.time_sampler, "t_min": self.t_min, "t_max": self.t_max}

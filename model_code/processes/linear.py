@@ -1,4 +1,4 @@
-"""Linear-transform forward processes u_k = T(k) u_0 (+ noise) (ARCHITECTURE §3.5).
+"""Linear-transform forward processes u_k = T(k) u_0 (+ noise) (docs/maths.md).
 
 ``FUNCTION_MAP`` (the seed's ``Function_map``) maps the config's ``model.forward`` to a
 factory ``factory(shape, K, seed, **options) -> map``. Every map has T(0) = I (level 0

@@ -14,6 +14,9 @@ Reverse: dx = -g^2 grad log p_t(x) dt + g dW_bar (SDE) or dx = -g^2/2 grad log p
 without wrapping and wrapping once at the end gives the same path as wrapping after
 every step, so the generic samplers of samplers.py (written in sigma) are reused
 through ``TorusDenoiser``: D(x, sigma) = x + sigma^2 s(x, sigma).
+
+``WrappedVEProcess`` puts the process behind the Process protocol (processes/base.py);
+``regularizers.Regularized`` adds the toy's regularizers to its loss.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import torch
 
 from .. import samplers as generic_samplers
 from ..data.toy import torus_delta, wrap
+from .base import Draw, Process
 
 SCHEDULES = ("geometric", "linear")
 PRIORS = ("uniform", "exact")
@@ -201,3 +205,82 @@ def reverse_sde_step(score_fn, x: torch.Tensor, sigma_cur: torch.Tensor, sigma_n
     """
     dvar = (sigma_cur ** 2 - sigma_next ** 2).clamp_min(0)[:, None].to(x)
     return x + dvar * score_fn(x, sigma_cur) + dvar.sqrt() * z
+
+
+# --------------------------------------------------------------------------- the Process
+
+def schedule_from_description(desc) -> SigmaSchedule:
+    if isinstance(desc, SigmaSchedule):
+        return desc
+    return SigmaSchedule(desc.get("kind", "geometric"), desc.get("sigma_min", 0.005), desc.get("sigma_max", 1.0))
+
+
+class WrappedVEProcess(WrappedVE, Process):
+    """The toy's wrapped VE diffusion as a Process.
+
+    wrap:   the network itself: the score model s(x, sigma) (x (B, n_atoms), sigma (B,));
+    loss:   sigma^2-weighted denoising score matching (regularizers.dsm_loss) with
+            t ~ U(t_min, 1), sigma = sigma(t), x_t = wrap(x_0 + sigma z);
+    sample: the reverse SDE (or a probability-flow ODE) from the prior (``generate``), each
+            sample driven by its own seed's generator.
+    """
+
+    name = "wrapped_ve"
+
+    def __init__(self, schedule, prior: str = "uniform", n_images: int = 0, t_min: float = 0.0, n_atoms: int = 2):
+        super().__init__(schedule_from_description(schedule), prior, n_images)
+        if not 0.0 <= t_min < 1.0:
+            raise ValueError(f"t_min must lie in [0, 1), got {t_min}")
+        self.t_min, self.n_atoms = float(t_min), int(n_atoms)
+        self._n_images_given = int(n_images)
+
+    def wrap(self, net):
+        return net
+
+    def draw(self, model, x0: torch.Tensor, generator: torch.Generator, shard: slice = slice(None)):
+        """(DSM loss, x_t, t, sigma) on the rows ``shard``; t and z are drawn for all of x0."""
+        from ..regularizers import dsm_loss
+
+        device = x0.device
+        t = self.t_min + (1 - self.t_min) * torch.rand(len(x0), generator=generator, dtype=torch.float64,
+                                                       device=generator.device)
+        t = t.to(device)
+        sigma = self.schedule.sigma(t).float()
+        z = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=x0.dtype).to(device)
+        loss, xt = dsm_loss(model, self, x0[shard], sigma[shard], z[shard])
+        return loss, xt, t[shard], sigma[shard]
+
+    def loss(self, model, batch, generator, shard: slice = slice(None), step: int = 0) -> Draw:
+        loss, _, _, _ = self.draw(model, batch.x, generator, shard)
+        return Draw(loss, {"dsm": float(loss.detach())})
+
+    @torch.no_grad()
+    def sample(self, model, seeds, shape=None, device="cpu", labels=None, progress: bool = False,
+               sampler: str = "euler_maruyama", n_steps: int = 500, data=None, dtype=torch.float64):
+        """Samples on the torus; sample k equals ``generate(model, self, 1, n_atoms, Generator(seeds[k]))``.
+
+        ``data`` (the TwoAtomData) is needed by the exact prior only.
+        """
+        if labels is not None:
+            raise ValueError("the toy process has no class labels")
+        if sampler not in GENERATION_SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(GENERATION_SAMPLERS)}")
+        n_atoms = self.n_atoms if shape is None else int(tuple(shape)[-1])
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        if not gens:
+            return torch.empty(0, n_atoms)
+        x = torch.cat([self.sample_prior(1, n_atoms, g, data=data, dtype=dtype) for g in gens]).to(device)
+
+        def noise_fn():
+            return torch.cat([torch.randn(1, n_atoms, generator=g, dtype=dtype) for g in gens]).to(device)
+
+        fn = getattr(generic_samplers, sampler)
+        options = {"final_denoise": False} if sampler == "euler_maruyama" else {}
+        out = fn(TorusDenoiser(model), x, self.schedule.grid(n_steps), noise_fn, progress=progress, **options)
+        return wrap(out).float().cpu()
+
+    def describe(self) -> dict:
+        return {"type": self.name,
+                "schedule": {"kind": self.schedule.kind, "sigma_min": self.schedule.sigma_min,
+                             "sigma_max": self.schedule.sigma_max},
+                "prior": self.prior, "n_images": self._n_images_given, "t_min": self.t_min, "n_atoms": self.n_atoms}

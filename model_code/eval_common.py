@@ -1,0 +1,167 @@
+"""What every evaluation of eval.py (and sample.py) shares: checkpoint words in folder names,
+the refusal to overwrite, the sampler settings of a loaded run, seeded generation, writing.
+
+A sample k always comes from seed `seed + k` alone (processes/base.py), so generating in
+chunks of --val_batch_size gives the same samples as one big batch.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+DEFAULT_SEED = 20_000_000
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+TOY_SAMPLERS = ("euler_maruyama", "heun_ode", "euler_ode")
+
+
+def finish_name(parts: list, ema: bool, seed: int) -> str:
+    """An evaluation folder name: the settings' words, then -raw for raw weights and the seed when not the default."""
+    if not ema:
+        parts.append("raw")
+    if seed != DEFAULT_SEED:
+        parts.append(f"seed{seed}")
+    return "-".join(parts)
+
+
+def checkpoint_file(name) -> str:
+    """--checkpoint as build.checkpoint_path takes it; '0' is the latest (model.pt), as the older scripts had it."""
+    name = str(name)
+    return "model.pt" if name == "0" else name
+
+
+def checkpoint_word(name) -> str:
+    """The checkpoint in a folder name: model.pt -> latest, model.w_total.pt -> w_total, N -> stepN."""
+    name = checkpoint_file(name)
+    if name.isdigit():
+        return f"step{name}"
+    word = Path(name).name
+    word = word[:-3] if word.endswith(".pt") else word
+    word = "latest" if word == "model" else word[len("model."):] if word.startswith("model.") else word
+    return re.sub(r"[^A-Za-z0-9._+]", "_", word) or "checkpoint"
+
+
+def check_tag(tag) -> None:
+    if tag is not None and not SAFE_NAME.fullmatch(tag):
+        raise UserError(f"--tag must be a folder name of letters, digits, '.', '_', '+', '-' (not starting "
+                        f"with '.' or '-'); got '{tag}'")
+
+
+def refuse_existing(folder: Path, overwrite: bool, how: str = "--tag NAME to keep both",
+                    held=("samples.npz", "metrics.json"), what: str = "an evaluation") -> None:
+    found = [name for name in held if (Path(folder) / name).exists()]
+    if found and not overwrite:
+        raise UserError(f"{folder} already holds {what} ({', '.join(found)}); nothing was written: pass "
+                        f"--overwrite to replace it, or {how}")
+
+
+def sampler_options(run, sampler=None, steps=None, sigma_min=None, delta=None) -> dict:
+    """process.sample's options for a loaded run (build.sampler_setup), the flags that do not apply refused."""
+    from . import build
+
+    ptype = run.process.name
+    if ptype == "levels":
+        for flag, value in (("--sampler", sampler), ("--steps", steps), ("--sigma_min", sigma_min)):
+            if value is not None:
+                raise UserError(f"{flag} does not apply to a levels run (its sampler is the reverse chain; "
+                                f"set its noise with --delta)")
+        options = build.sampler_setup(run.cfg)
+        if delta is not None:
+            if not delta > 0:
+                raise UserError(f"--delta must be positive, got {delta}")
+            options["delta"] = float(delta)
+        return options
+    if delta is not None:
+        raise UserError("--delta applies to levels runs only")
+    if ptype == "wrapped_ve":
+        if sigma_min is not None:
+            raise UserError("--sigma_min does not apply to a toy run (its grid is the process's sigma(t))")
+        if sampler is not None and sampler not in TOY_SAMPLERS:
+            raise UserError(f"a toy run samples with {' | '.join(TOY_SAMPLERS)}; got --sampler {sampler}")
+        options = build.sampler_setup(run.cfg, steps=steps)
+        if sampler not in (None, "euler_maruyama"):
+            options["sampler"] = sampler
+        return options
+    return build.sampler_setup(run.cfg, sampler, steps, sigma_min)
+
+
+def sampler_words(options: dict) -> tuple:
+    """(sampler, steps word) for folder names: ('annealed_langevin', 'T3'), ('levels', 'delta0.0125'), ..."""
+    from . import build
+
+    if "n_steps" in options:
+        return options.get("sampler", "reverse_sde"), f"steps{options['n_steps']}"
+    return build.sampler_label(options)
+
+
+def sampler_summary(options: dict) -> dict:
+    """The sampler settings as JSON: name, steps word, network evaluations per sample, the sigma grid."""
+    from .samplers import network_evaluations
+
+    name, word = sampler_words(options)
+    rest = {k: v for k, v in options.items() if k not in ("sampler", "sigmas")}
+    out = {"sampler": name, "steps": word, "sampler_options": rest}
+    if "sigmas" in options:
+        sigmas = [float(s) for s in options["sigmas"]]
+        out.update(nfe=network_evaluations(name, len(sigmas), rest), sigmas=sigmas)
+    return out
+
+
+def labels_for(run, seeds, label=None):
+    """Class labels of conditional runs: `label` for every sample, else sample k gets class k mod classes."""
+    if not run.num_classes:
+        if label is not None:
+            raise UserError("--label applies to class-conditional runs only")
+        return None
+    if label is not None:
+        if not 0 <= label < run.num_classes:
+            raise UserError(f"--label must lie in 0..{run.num_classes - 1}; got {label}")
+        return torch.full((len(seeds),), int(label), dtype=torch.long)
+    return torch.tensor([(s - seeds[0]) % run.num_classes for s in seeds], dtype=torch.long)
+
+
+@torch.no_grad()
+def generate(run, seeds, shape, options: dict, batch_size: int, progress: bool = False, log_lines: bool = False,
+             labels=None) -> torch.Tensor:
+    """len(seeds) samples of one-sample shape `shape` (CPU float32), in chunks of batch_size."""
+    from .progress import LogLines
+
+    starts = range(0, len(seeds), batch_size)
+    log = LogLines("generate", "batch", len(starts), enabled=log_lines)
+    out = []
+    for done, i in enumerate(starts):
+        part = [int(s) for s in seeds[i:i + batch_size]]
+        lab = None if labels is None else labels[i:i + batch_size].to(run.device)
+        out.append(run.process.sample(run.model, part, tuple(shape), run.device, labels=lab, progress=progress,
+                                      **options).float().cpu())
+        log.tick(len(part), done + 1)
+    return torch.cat(out) if out else torch.empty(0, *shape)
+
+
+def write_evaluation(folder: Path, summary: dict, arrays: dict | None = None, npz: str = "samples.npz") -> None:
+    """`npz` (when there are arrays) and metrics.json, each written atomically."""
+    from .files import atomic_write, atomic_write_text
+
+    if arrays is not None:
+        atomic_write(folder / npz, lambda fh: np.savez_compressed(fh, **arrays))
+    atomic_write_text(folder / "metrics.json", json.dumps(summary, indent=2, default=_plain) + "\n")
+
+
+def _plain(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return str(value)
+
+
+def run_summary(run, name: str, mode: str, checkpoint: str, ema: bool) -> dict:
+    """The head of every metrics.json: what was evaluated."""
+    return {"name": name, "mode": mode, "checkpoint": checkpoint, "step": int(run.state.get("step", 0)),
+            "kind": run.kind, "process": run.process.name, "dataset": run.cfg.data.dataset,
+            "ema": bool(ema and run.state.get("ema") is not None)}

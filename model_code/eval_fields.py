@@ -1,0 +1,166 @@
+"""eval.py's generate / superres / plot: samples of a run with their statistics, one folder each.
+
+Field runs (VE / interpolant on volcano or GRF fields): generate draws --Ntest samples on the
+run's grid, superres on the grid --factor times finer (the neural operators run at any
+resolution), and metrics.json holds the W1 distances of the per-sample statistics to those
+of the validation split, each with its multiple of the real-vs-real floor and the floor's
+90% bootstrap interval. Image runs (any process): generate writes the samples and a grid.
+plot draws the figures of every field evaluation under a folder (or of the one named).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .eval_common import DEFAULT_SEED, checkpoint_word, finish_name
+from .errors import UserError
+
+FIGURES = ("samples", "mean_sample", "final_stats")
+
+
+def evaluation_name(mode: str, checkpoint_name: str, sampler: str, n_sigmas: int, options: dict, factor: int = 1,
+                    sigma_min=None, ema: bool = True, seed: int = DEFAULT_SEED) -> str:
+    """The folder name of an evaluation: every setting that changes its samples, filesystem-safe.
+
+    <mode>-<checkpoint>-<sampler>-<T<steps per level> | steps<levels>>[-smin<sigma_min>][-x<factor>][-raw]
+    [-seed<seed>]; the checkpoint is its file name without 'model.' and '.pt' (model.pt: 'latest',
+    snapshot N: 'stepN'), sigma_min only where the sampler uses it, -raw for --no_ema, the seed
+    when not the default.
+    """
+    parts = [mode, checkpoint_word(checkpoint_name), sampler]
+    if sampler == "annealed_langevin":
+        parts.append(f"T{options['T']}")
+    else:
+        parts.append(f"steps{n_sigmas}")
+        if sigma_min is not None:
+            parts.append(f"smin{sigma_min:g}")
+    if mode == "superres":
+        parts.append(f"x{factor}")
+    return finish_name(parts, ema, seed)
+
+
+def generate_name(mode: str, checkpoint_name: str, options: dict, factor: int = 1, sigma_min=None,
+                  ema: bool = True, seed: int = DEFAULT_SEED) -> str:
+    """evaluation_name for any process: levels and toy runs put their sampler word (delta, steps) in
+    place of the sampler grid, e.g. generate-latest-levels-delta0.0125."""
+    from .eval_common import sampler_words
+
+    sampler, word = sampler_words(options)
+    if "sigmas" in options:
+        return evaluation_name(mode, checkpoint_name, sampler, len(options["sigmas"]), options, factor, sigma_min,
+                               ema, seed)
+    parts = [mode, checkpoint_word(checkpoint_name), sampler, word] + (["raw"] if not ema else []) + (
+        [f"seed{seed}"] if seed != DEFAULT_SEED else [])
+    return "-".join(parts)
+
+
+def sample_fields(cli, run, real: torch.Tensor, options: dict, factor: int, name: str, ckpt: str, n: int,
+                  batch_size: int, progress: bool, log_lines: bool):
+    """Generate on the grid of `real` and compare with it: (arrays for samples.npz, summary for metrics.json)."""
+    from . import metrics
+    from .eval_common import generate, labels_for, run_summary, sampler_summary
+
+    kind = run.kind
+    seeds = [cli.seed + k for k in range(n)]
+    samples = generate(run, seeds, tuple(real.shape[1:]), options, batch_size, progress, log_lines,
+                       labels_for(run, seeds))
+    real_stats = metrics.sample_stats(real, kind)
+    gen_stats = metrics.sample_stats(samples, kind)
+    values = metrics.validation_metrics(real, samples, kind, real_stats)
+    floor = metrics.floor_metrics(real, kind)
+    values.update(metrics.relative_to_floor(values, floor))
+    values.update(metrics.floor_columns(floor, metrics.floor_interval(real, kind, real_stats_cached=real_stats)))
+    arrays = dict(samples=samples.numpy(), var=gen_stats["var"].numpy(), skew=gen_stats["skew"].numpy(),
+                  real_var=real_stats["var"].numpy(), real_skew=real_stats["skew"].numpy(),
+                  real_mean=real.mean(0).numpy(), seeds=np.array(seeds))
+    summary = {**run_summary(run, name, cli.mode, ckpt, not cli.no_ema), "n": n, "seed": cli.seed,
+               "resolution": list(real.shape[-2:]), "factor": factor, "n_real": len(real), **sampler_summary(options),
+               "floor_interval": f"floor_<metric>_p05 / _p95: 5th / 95th percentiles of the real-vs-real floor over "
+                                 f"{metrics.FLOOR_RESAMPLES} bootstrap resamples of the {len(real)} real fields",
+               "metrics": values}
+    return arrays, summary
+
+
+def sample_images(cli, run, real: torch.Tensor, options: dict, name: str, ckpt: str, n: int, batch_size: int,
+                  progress: bool, log_lines: bool):
+    """Image runs: samples, their pixel statistics next to the real images', and a grid (samples.png)."""
+    from .eval_common import generate, labels_for, run_summary, sampler_summary
+
+    seeds = [cli.seed + k for k in range(n)]
+    labels = labels_for(run, seeds)
+    samples = generate(run, seeds, run.shape, options, batch_size, progress, log_lines, labels)
+    finite = torch.isfinite(samples.reshape(n, -1)).all(1)
+    values = {"n_nonfinite": int((~finite).sum()), "pixel_mean": float(samples[finite].mean()),
+              "pixel_std": float(samples[finite].std()), "real_pixel_mean": float(real.mean()),
+              "real_pixel_std": float(real.std()),
+              "out_of_range": float(((samples[finite] < 0) | (samples[finite] > 1)).float().mean())}
+    arrays = dict(samples=samples.numpy(), seeds=np.array(seeds))
+    if labels is not None:
+        arrays["labels"] = labels.numpy()
+    summary = {**run_summary(run, name, cli.mode, ckpt, not cli.no_ema), "n": n, "seed": cli.seed,
+               "resolution": list(run.shape[-2:]), "n_real": len(real), **sampler_summary(options), "metrics": values}
+    return arrays, summary
+
+
+def image_grid(folder: Path, samples: torch.Tensor, n_plot: int = 64) -> None:
+    from .plotting_images import save_grid
+
+    save_grid(samples[:n_plot].clamp(0, 1), folder / "samples.png")
+
+
+# ----------------------------------------------------------------------------- plot
+
+def evaluations(out: Path, tag=None) -> list:
+    """The field evaluations under `out` (folders holding samples.npz and a generate / superres metrics.json),
+    or the one named `tag`."""
+    def complete(d):
+        if not ((d / "samples.npz").is_file() and (d / "metrics.json").is_file()):
+            return False
+        try:
+            summary = json.loads((d / "metrics.json").read_text())
+        except ValueError:
+            return False
+        return summary.get("mode") in ("generate", "superres") and summary.get("kind") in ("phase", "real")
+
+    if tag is not None:
+        if not complete(out / tag):
+            have = [d.name for d in evaluations(out)] if out.is_dir() else []
+            raise UserError(f"no evaluation '{tag}' in {out}" + (f" (it holds: {', '.join(have)})" if have else
+                                                                 ": run --mode generate (or superres) first"))
+        return [out / tag]
+    return sorted(d for d in out.iterdir() if d.is_dir() and complete(d)) if out.is_dir() else []
+
+
+def plot(out: Path, tag=None) -> int:
+    from . import plotting, run_dir
+
+    done = evaluations(out, tag)
+    if not done:
+        raise UserError(f"nothing to plot in {out}: run --mode generate (or superres) first")
+    for folder in done:
+        with run_dir.claim(folder, owner="eval.py"):
+            data = np.load(folder / "samples.npz")
+            summary = json.loads((folder / "metrics.json").read_text())
+            kind, values, mode = summary["kind"], summary["metrics"], summary["mode"]
+            res = "x".join(map(str, summary["resolution"]))
+            samples = torch.from_numpy(data["samples"])
+            plotting.plot_fields(samples[:16], folder / "samples", kind=kind,
+                                 suptitle=f"{folder.name}: {res}, {summary['checkpoint']}")
+            plotting.plot_mean_fields(torch.from_numpy(data["real_mean"]), samples.mean(0), folder / "mean_sample",
+                                      kind=kind)
+            plotting.plot_stat_histograms({"var": data["real_var"], "skew": data["real_skew"]},
+                                          {"var": data["var"], "skew": data["skew"]}, values,
+                                          folder / "final_stats", kind=kind,
+                                          title=f"{folder.name} ({mode} at {res}): real (validation) vs generated")
+        print(f"wrote figures to {folder}: {', '.join(FIGURES)} (.png/.pdf)")
+    return 0
+
+
+def drop_figures(folder: Path) -> None:
+    """Figures of samples being replaced would describe samples that no longer exist."""
+    for fig in FIGURES:
+        for ext in ("png", "pdf"):
+            (folder / f"{fig}.{ext}").unlink(missing_ok=True)

@@ -1,0 +1,86 @@
+"""eval.py's elbo / fid / frechet: likelihood and sample-quality numbers of image runs.
+
+elbo (levels runs): the negative ELBO of the real images (LevelsProcess.elbo_terms, nats per
+image), with its per-level breakdown, in nats and bits per dimension, bpd = nats / (D ln 2),
+D = C H W. One generator seeded with --seed runs through the batches, so a value is
+reproducible for a given seed and batch size (another batch size draws other noise).
+
+fid: the Frechet distance between Inception features of generated and real images, with a
+local TorchScript Inception (--fid_weights; it cannot be downloaded on the machines here).
+frechet: the same distance in the features of the small digits classifier
+(digits_classifier.py), with its real-vs-real floor (two disjoint halves of the real set).
+Both come from --Ntest samples with seeds --seed + k, for any process.
+"""
+from __future__ import annotations
+
+import torch
+
+from .eval_common import DEFAULT_SEED, checkpoint_word, finish_name, sampler_words
+
+
+def elbo_name(checkpoint: str, delta: float, split: str, n_images=None, ema: bool = True,
+              seed: int = DEFAULT_SEED) -> str:
+    """elbo-<checkpoint>-delta<delta>-<split>[-n<n_images>][-raw][-seed<seed>]."""
+    parts = ["elbo", checkpoint_word(checkpoint), f"delta{delta:g}", split]
+    if n_images:
+        parts.append(f"n{n_images}")
+    return finish_name(parts, ema, seed)
+
+
+def sample_metric_name(mode: str, checkpoint: str, options: dict, n: int, split: str = "valid", sigma_min=None,
+                       ema: bool = True, seed: int = DEFAULT_SEED) -> str:
+    """<mode>-<checkpoint>-<sampler>-<steps word>[-smin<s>]-gen<n>[-train][-raw][-seed<seed>],
+    e.g. fid-latest-levels-delta0.0125-gen1000 or frechet-latest-heun_ode-steps20-gen256."""
+    sampler, word = sampler_words(options)
+    parts = [mode, checkpoint_word(checkpoint), sampler, word]
+    if sigma_min is not None and sampler not in ("annealed_langevin", "levels"):
+        parts.append(f"smin{sigma_min:g}")
+    parts.append(f"gen{n}")
+    if split != "valid":
+        parts.append(split)
+    return finish_name(parts, ema, seed)
+
+
+@torch.no_grad()
+def elbo(run, images: torch.Tensor, labels, delta: float, batch_size: int, seed: int, log_lines: bool = False):
+    """(per-image terms (N, K + 1) in nats, summary dict: neg_elbo_nats, bpd, per_level_nats, per_level_bpd)."""
+    from .processes.levels import elbo_summary
+    from .progress import LogLines
+
+    g = torch.Generator().manual_seed(seed)
+    starts = range(0, len(images), batch_size)
+    log = LogLines("elbo", "batch", len(starts), enabled=log_lines)
+    terms = []
+    for done, i in enumerate(starts):
+        batch = images[i:i + batch_size].to(run.device)
+        lab = None if labels is None else labels[i:i + batch_size].to(run.device)
+        terms.append(run.process.elbo_terms(run.model, batch, g, delta=delta, labels=lab).double().cpu())
+        log.tick(len(batch), done + 1)
+    terms = torch.cat(terms)
+    return terms, elbo_summary(terms, images[0].numel())
+
+
+def elbo_line(summary: dict) -> str:
+    per = summary["per_level_bpd"]
+    line = (f"negative ELBO {summary['neg_elbo_nats']:.3f} nats = {summary['bpd']:.4f} bits/dim over "
+            f"{summary['n_images']} images")
+    if len(per) > 2:
+        worst = 1 + max(range(len(per) - 2), key=lambda i: per[1 + i])
+        line += (f"; per level (bits/dim): L_0 {per[0]:.4f}, L_1..L_{len(per) - 2} {sum(per[1:-1]):.4f} "
+                 f"(largest L_{worst}), prior L_{len(per) - 1} {per[-1]:.4f}")
+    return line
+
+
+def fid(weights, fake: torch.Tensor, real: torch.Tensor, batch_size: int, device) -> dict:
+    from . import fid as fid_mod
+
+    extractor = fid_mod.load_extractor(weights, device)
+    return {"fid": fid_mod.fid_from_images(extractor, fake, real, batch_size, device), "num_real": len(real)}
+
+
+def frechet(fake: torch.Tensor, real: torch.Tensor, seed: int = 0) -> dict:
+    from .digits_classifier import frechet_digits, frechet_floor
+
+    finite = torch.isfinite(fake.reshape(len(fake), -1)).all(1)
+    return {"frechet": frechet_digits(fake, real), "frechet_floor": frechet_floor(real, seed),
+            "n_real": len(real), "n_nonfinite": int((~finite).sum())}
