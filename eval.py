@@ -138,6 +138,7 @@ def main(argv=None) -> int:
 
     threads.apply()                 # the allocation's CPU threads, not every core of the node
     run, ckpt = load(run_path, cli)
+    _warn_if_code_differs(run.state)
     check_applies(cli.mode, run_path, run.kind, run.process.name,
                   getattr(run.process, "data_levels", None) is not None)
     from model_code.eval_modes import MODE_FUNCTIONS
@@ -158,6 +159,15 @@ def load(run_path: Path, cli):
         name = "model.pt"
         run = build.load_run(run_path, name, cli.device, use_ema=not cli.no_ema)
     return run, name
+
+
+def _warn_if_code_differs(state: dict) -> None:
+    from model_code import provenance
+
+    then, now = state.get("code", "unknown"), provenance.fingerprint(Path(__file__).parent)
+    if "unknown" not in (then, now) and then != now:
+        print(f"eval.py: warning: this code ({now}) differs from the code that trained the run ({then})",
+              file=sys.stderr)
 
 
 def _saved_kind(run_path: Path):

@@ -20,12 +20,11 @@ config resumes exactly where it stopped. Under torchrun or srun, N processes spl
 global batch and each evaluation and train exactly as one process would; rank 0 writes.
 """
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-from model_code.errors import UserError, run_cli
+from model_code.errors import run_cli
 
 # Exit status after a stop signal (SIGUSR1 / SIGTERM) with a checkpoint written; a launcher may requeue on it.
 PREEMPTED_EXIT = 3
@@ -94,7 +93,8 @@ def _train(cli, cfg, savedir, argv, dist, device) -> int:
                                   progress=not cli.quiet and sys.stderr.isatty() and dist.is_main,
                                   log_lines=enabled_for(cli.quiet, dist.is_main))
     if dist.is_main:
-        provenance.record(savedir, Path(__file__).parent, [sys.argv[0], *argv], extra=cli.threads)
+        trainer.meta["code"] = provenance.record(savedir, Path(__file__).parent, [sys.argv[0], *argv],
+                                                extra=cli.threads)["code"]
     latest = savedir / "model.pt"
     if latest.exists():
         trainer.load_state(checkpoint.load(latest, map_location=device))
@@ -117,18 +117,9 @@ def _train(cli, cfg, savedir, argv, dist, device) -> int:
 
 def check_run_folder(savedir: Path, cfg) -> None:
     """Refuse to mix two different experiments in one folder (nothing is overwritten)."""
-    from model_code import config
+    from model_code import config, run_dir
 
-    saved = savedir / "config.json"
-    if (savedir / "model.pt").exists() and saved.exists():
-        try:
-            old = json.loads(saved.read_text())
-        except ValueError:
-            raise UserError(f"{saved} is not valid JSON; choose another --savedir") from None
-        diff = config.differences(old, config.to_dict(cfg), ignore=RUN_SETTINGS)
-        if diff:
-            raise UserError(f"{savedir} already holds a run with a different config (differs in: "
-                            f"{', '.join(diff[:8])}{', ...' if len(diff) > 8 else ''}); choose another --savedir")
+    run_dir.refuse_other_config(savedir, config.to_dict(cfg), ignore=RUN_SETTINGS)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,14 @@ def build_process(cfg, data, noise):
                        consistency=config_mod.to_dict(cfg)["objective"]["regularizer"]["consistency"])
 
 
+def toy_modes(cfg):
+    """The toy's atom configurations (both orderings when symmetrized), as a numpy array."""
+    from .data.toy import TwoAtomData
+
+    a = cfg.data.atoms
+    return TwoAtomData(a.mu, a.sigma_d, a.symmetrize).modes().numpy()
+
+
 def analytic_score(cfg):
     from .toy_score import AnalyticScore
 
@@ -256,59 +264,6 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: floa
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-# -------------------------------------------------------------------- figures
-def _field_figure(kind, samples, path, title, values):
-    from . import plotting
-
-    caption = plotting.floor_caption(values, "w_total") if values else ""
-    plotting.plot_fields(samples, path, kind=kind, suptitle=f"{title}: {caption}" if caption else title)
-
-
-def _image_figure(samples, path, title, values):
-    from .plotting_images import save_grid
-
-    save_grid(samples.clamp(0, 1), Path(path).with_suffix(".png"))
-
-
-def _toy_figure(modes, samples, path, title, values):
-    from .plotting_toy import sample_scatter
-
-    sample_scatter(samples.numpy(), modes, path, title=title)
-
-
-def figure_for(cfg, kind: str):
-    if kind in ("phase", "real"):
-        return partial(_field_figure, kind)
-    if kind == "image":
-        return _image_figure
-    from .data.toy import TwoAtomData
-
-    a = cfg.data.atoms
-    return partial(_toy_figure, TwoAtomData(a.mu, a.sigma_d, a.symmetrize).modes().numpy())
-
-
-def noise_figures(cfg, process, noise, example, savedir) -> None:
-    """What the noise and the perturbed data look like (VE / interpolant field runs, before training)."""
-    from . import plotting
-
-    gen = torch.Generator().manual_seed(cfg.seed + 2)
-    resolution = tuple(example.shape[-2:])
-    out = Path(savedir) / "noise"
-    plotting.plot_fields(noise.sample(5, resolution, gen), out / "noise_samples", kind="real", ncols=5,
-                         colorbar=True, suptitle="noise samples z ~ N(0, C) (channel 0)")
-    p = cfg.process
-    plotting.plot_fields(p.sigma_max * noise.sample(5, resolution, gen), out / "init_samples", kind="real", ncols=5,
-                         colorbar=True, suptitle=f"sampler start sigma_max z, sigma_max = {p.sigma_max:.4g}")
-    plotting.plot_matrix(noise.covariance(resolution, 200), out / "noise_sampler_C",
-                         title="noise covariance C[0:200, 0:200] (from the kernel)")
-    sig = sigma_levels(p.sigma_max, p.sigma_min, p.num_levels, p.schedule)
-    sigmas = sig[torch.linspace(0, len(sig) - 1, min(16, len(sig))).round().long()].float()
-    z = noise.sample(len(sigmas), resolution, gen)
-    noised = example[None].expand(len(sigmas), *example.shape) + sigmas.view(-1, 1, 1, 1) * z
-    plotting.plot_fields(noised, Path(savedir) / "u_noised", kind="real", ncols=4, exts=("png",),
-                         titles=[f"u + {s:.3g} z" for s in sigmas.tolist()], colorbar=True)
-
-
 # -------------------------------------------------------------------- trainer
 @dataclass
 class Parts:
@@ -348,6 +303,7 @@ def meta_of(cfg, parts) -> dict:
 
 def build_trainer(cfg, savedir, data_dir, dist=None, device=None, progress: bool = False, log_lines: bool = False):
     """The Trainer of any run; `dist` (distributed.Context) for multi-process runs."""
+    from . import figures
     from .ema import EMA
     from .trainer import LoopSettings, Trainer
 
@@ -375,12 +331,16 @@ def build_trainer(cfg, savedir, data_dir, dist=None, device=None, progress: bool
     valid = (None, None) if data is None else (data.valid, data.valid_labels if cfg.data.conditional else None)
     start = None
     if parts.noise is not None and parts.kind in ("phase", "real"):
-        start = partial(noise_figures, cfg, parts.process, parts.noise, data.train[0])
-    trainer = Trainer(parts.model, parts.process, source, optimizer, ema,
-                      build_evaluators(cfg, data, parts.kind, warn=dist is None or dist.is_main), valid, savedir, settings, device, meta, dist=dist,
+        p = cfg.process
+        sigmas = sigma_levels(p.sigma_max, p.sigma_min, p.num_levels, p.schedule)
+        start = partial(figures.noise_figures, parts.noise, sigmas, data.train[0], cfg.seed)
+    evaluators = build_evaluators(cfg, data, parts.kind, warn=dist is None or dist.is_main)
+    trainer = Trainer(parts.model, parts.process, source, optimizer, ema, evaluators, valid, savedir, settings,
+                      device, meta, dist=dist,
                       lr_factor=partial(lr_factor, warmup=o.warmup, total=settings.total_steps,
                                         schedule=o.schedule, min_ratio=o.min_lr_ratio),
-                      figure=figure_for(cfg, parts.kind), start_figures=start)
+                      figure=figures.for_kind(parts.kind, toy_modes(cfg) if data is None else None),
+                      start_figures=start)
     # The weights start equal on every rank (same seed, then broadcast from rank 0); what
     # draws from torch's global stream after that (dropout, say) differs per rank.
     torch.manual_seed(cfg.seed + (dist.rank if dist is not None else 0))

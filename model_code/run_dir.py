@@ -339,3 +339,30 @@ def claim_on_main(dist, folder, owner: str, **lock_options):
     else:
         holding.__exit__(None, None, None)
 
+
+
+def refuse_other_config(folder, config: dict, ignore=()) -> None:
+    """Refuse a run folder that holds model.pt of a different experiment (config.json differs in more
+    than the keys of `ignore`, which say how a start runs, not what is trained); nothing is touched."""
+    import json
+
+    from .config import differences
+
+    folder = Path(folder)
+    saved = folder / "config.json"
+    if not ((folder / "model.pt").exists() and saved.exists()):
+        return
+    try:
+        old = json.loads(saved.read_text())
+    except ValueError:
+        raise UserError(f"{saved} is not valid JSON; choose another run folder") from None
+    diff = differences(old, config, ignore)
+    if diff:
+        raise UserError(f"{folder} already holds a run with a different config (differs in: "
+                        f"{', '.join(diff[:8])}{', ...' if len(diff) > 8 else ''}); choose another run folder")
+
+
+def remove_stale_temporaries(folder) -> None:
+    """Temporary files of writes that a crash (kill -9) interrupted; the real files next to them are whole."""
+    for stale in Path(folder).glob("**/.*.tmp"):
+        stale.unlink(missing_ok=True)

@@ -43,7 +43,7 @@ def choose(requested: int | None = None, env=None, cores: int | None = None) -> 
     """(thread count, where it came from)."""
     env = os.environ if env is None else env
     if requested:
-        return int(requested), "config key threads"
+        return int(requested), "config key train.threads"
     for key in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
         value = env.get(key, "").strip()
         if value.isdigit() and int(value) > 0:

@@ -142,10 +142,10 @@ class Trainer:
     def fit(self) -> None:
         main = self.dist.is_main
         if main:
+            from .run_dir import remove_stale_temporaries
+
             self.savedir.mkdir(parents=True, exist_ok=True)
-            # Temporary files of writes that a crash (kill -9) interrupted; the real files are whole.
-            for stale in self.savedir.glob("**/.*.tmp"):
-                stale.unlink(missing_ok=True)
+            remove_stale_temporaries(self.savedir)
             trim_jsonl(self.savedir / "results.json", self.s.unit, self.unit_index())
             if self.step == 0 and self.start_figures is not None:
                 self.start_figures(self.savedir)

@@ -1,23 +1,26 @@
-"""Multi-process training: torchrun and srun environments, sharding, N processes == 1 process."""
+"""Multi-process training: torchrun and srun environments, sharding, N processes == 1 process.
+
+The 2-process runs here start real processes (torchrun, or srun's environment) and compare them
+with the 1-process runs of the `trained` fixture (conftest.py). test_shared_behaviour.py checks
+the same for every system with forked children in torchrun's environment.
+"""
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from model_code import checkpoint
 from model_code.distributed import Context, first_host, launch_environment
+from systems import train_args
 
 ROOT = Path(__file__).resolve().parents[1]
-# 22 training fields in batches of 4: the last batch holds 2, so with 3 ranks one shard is empty.
-TINY = ["dataset=grf", "resolution=8", "npad=0", "grf_n_train=22", "grf_n_valid=7", "batch_size=4", "epochs=3",
-        "record_interval=3", "Ntest=5", "val_batch_size=4", "L=4", "T=1", "arch=fno", "d_co_domain=8",
-        "n_layers=2", "n_modes=3", "embedding_dim=8", "n_plot=2", "tensorboard=false", "lr=0.01"]
 
 
 def clean_env(**extra):
@@ -29,6 +32,26 @@ def clean_env(**extra):
 
 def rows(run):
     return [json.loads(line) for line in (run / "results.json").read_text().splitlines()]
+
+
+def assert_trains_like_one(one: Path, two: Path) -> None:
+    """The same results.json lines (losses, validation metrics) and weights as the 1-process run."""
+    a, b = rows(one), rows(two)
+    assert [r["step"] for r in b] == [r["step"] for r in a]
+    assert a[0]["loss"] != a[-1]["loss"]              # the weights moved, so the comparison means something
+    for ra, rb in zip(a, b):
+        for key, value in ra.items():
+            if key != "time" and isinstance(value, float) and not key.startswith("floor"):
+                assert rb[key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
+    wa, wb = checkpoint.load(one / "model.pt")["model"], checkpoint.load(two / "model.pt")["model"]
+    # Summation order differs between one and two processes; Adam turns near-zero gradients of
+    # zero-initialised layers into updates of their own, so tolerances follow the weights' scale.
+    scale = max(float(w.abs().max()) for w in wa.values() if w.is_floating_point() and w.numel())
+    for name in wa:
+        if wa[name].is_floating_point() and wa[name].numel():
+            err = float((wa[name] - wb[name]).abs().max())
+            assert err <= 1e-4 * float(wa[name].abs().max()) + 2e-5 * scale, name
+    assert len(json.loads((two / "provenance.json").read_text())) == 1     # written once, by rank 0
 
 
 def test_shards_partition_every_batch_size():
@@ -62,78 +85,75 @@ def test_first_host_of_a_slurm_node_list(nodes, first):
     assert first_host(nodes) == first
 
 
-@pytest.fixture(scope="module")
-def one(tmp_path_factory):
-    """The single-process reference run."""
-    run = tmp_path_factory.mktemp("reference") / "one"
-    subprocess.run([sys.executable, "train.py", "--savedir", str(run), "--quiet", *TINY], cwd=ROOT,
-                   env=clean_env(), check=True, capture_output=True)
-    return run
-
-
 @pytest.mark.slow
-def test_three_torchrun_processes_train_like_one(tmp_path, one):
-    """Same global batch -> the same losses, validation metrics and weights (float tolerance)."""
-    three = tmp_path / "three"
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=3",
-                           "train.py", "--savedir", str(three), "--quiet", *TINY], cwd=ROOT, env=clean_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "(3 processes)" in proc.stdout and proc.stdout.count("done:") == 1   # rank 0 alone prints
-    a, b = rows(one), rows(three)
-    assert [r["epoch"] for r in b] == [1, 2, 3]
-    assert a[0]["loss"] != a[-1]["loss"]              # the weights moved, so the comparison means something
-    for ra, rb in zip(a, b):
-        for key in ("loss", "loss_valid"):
-            assert rb[key] == pytest.approx(ra[key], rel=1e-5)
-    for key in ("w_var", "w_skew", "mean_l2"):
-        assert b[-1][key] == pytest.approx(a[-1][key], rel=1e-4)
-    wa = checkpoint.load(one / "model.pt")["model"]
-    wb = checkpoint.load(three / "model.pt")["model"]
-    for name in wa:
-        assert torch.allclose(wa[name], wb[name], rtol=1e-4, atol=1e-6), name
-    assert len(json.loads((three / "provenance.json").read_text())) == 1     # written once, by rank 0
+def test_two_torchrun_processes_train_like_one(tmp_path, trained):
+    """A real torchrun launch of the starter digits run: rank 0 alone prints, the run equals 1 process."""
+    two = tmp_path / "two"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "train.py", *train_args("starter_digits", two, "train.threads=1")], cwd=ROOT,
+                          env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("done:") == 1 and "2 processes)" in proc.stdout, proc.stdout
+    assert_trains_like_one(trained("starter_digits"), two)
 
 
-def _spawn_srun_like(run, world, job_id, extra=()):
+def _free_job_id() -> int:
+    """A job id whose srun port (15000 + id, distributed.launch_environment) is free now."""
+    for _ in range(100):
+        job_id = random.randrange(1, 20000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", 15000 + job_id))
+            except OSError:
+                continue
+        return job_id
+    raise RuntimeError("no free port")
+
+
+def _spawn_srun_like(system, run, world, extra=(), data_dir=None):
     """What srun gives each task: SLURM_PROCID / SLURM_STEP_NUM_TASKS / SLURM_LOCALID / node list."""
+    job_id = _free_job_id()
     procs = []
     for rank in range(world):
         env = clean_env(SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), SLURM_STEP_NUM_TASKS=str(world),
                         SLURM_NTASKS=str(world), SLURM_JOB_ID=str(job_id), SLURM_STEP_NODELIST="localhost")
-        procs.append(subprocess.Popen([sys.executable, "train.py", "--savedir", str(run), "--quiet", *TINY,
-                                       *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+        if data_dir is not None:
+            env["DATA_DIR"] = str(data_dir)
+        procs.append(subprocess.Popen([sys.executable, "train.py", *train_args(system, run, *extra)], cwd=ROOT,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
 
 
 @pytest.mark.slow
-def test_slurm_environment_of_two_tasks_trains_like_one_process(tmp_path, one):
+def test_slurm_environment_of_two_tasks_trains_like_one_process(tmp_path, trained):
     two = tmp_path / "two"
-    procs = _spawn_srun_like(two, 2, job_id=os.getpid() % 10000 + 1)
+    procs = _spawn_srun_like("heat_digits", two, 2)
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
-    assert "(2 processes)" in outs[0][0] and outs[1][0] == ""
-    for ra, rb in zip(rows(one), rows(two)):
-        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5)
-        assert rb["loss_valid"] == pytest.approx(ra["loss_valid"], rel=1e-5)
+    assert "(step 12, 2 processes)" in outs[0][0] and outs[1][0] == ""
+    assert_trains_like_one(trained("heat_digits"), two)
 
 
 @pytest.mark.slow
 def test_a_signal_to_one_rank_stops_every_rank_with_one_checkpoint_and_resumes(tmp_path):
     run = tmp_path / "run"
-    extra = ["epochs=30", "record_interval=1000"]
-    procs = _spawn_srun_like(run, 2, job_id=os.getpid() % 10000 + 2, extra=extra)
+    steps = 200
+    # Plain score matching (the toy's cheapest step), so the stop lands in the middle of the run.
+    extra = [f"train.steps={steps}", "train.log_interval=20", "train.record_interval=100000",
+             "train.checkpoint_interval=100000", "objective.regularizer.kind=none"]
+    procs = _spawn_srun_like("toy", run, 2, extra)
     deadline = time.time() + 120
-    while time.time() < deadline and not (run / "results.json").exists():
-        time.sleep(0.2)
+    while time.time() < deadline and not (run / "results.json").exists() and procs[1].poll() is None:
+        time.sleep(0.02)
     procs[1].send_signal(signal.SIGUSR1)          # rank 1 only: the stop is agreed at the next step
     outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [3, 3], outs[0][1][-1500:]
+    assert [p.returncode for p in procs] == [3, 3], outs[0][1][-1500:] + outs[1][1][-1500:]
     state = checkpoint.load(run / "model.pt")
-    assert 0 < state["step"] < 30 * 6
-    procs = _spawn_srun_like(run, 2, job_id=os.getpid() % 10000 + 3, extra=extra)     # the same command
+    assert 0 < state["step"] < steps
+    assert not (run / "writer.lock").exists()
+    procs = _spawn_srun_like("toy", run, 2, extra)     # the same command
     outs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-1500:]
-    assert "resuming" in outs[0][1] and "resuming" not in outs[1][1]
-    assert [r["epoch"] for r in rows(run)] == list(range(1, 31))          # each epoch once
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-1500:] + outs[1][1][-1500:]
+    assert f"resuming {run} at step {state['step']}" in outs[0][1] and "resuming" not in outs[1][1]
+    assert [r["step"] for r in rows(run)] == list(range(20, steps + 1, 20))          # each line once
+    assert checkpoint.load(run / "model.pt")["step"] == steps

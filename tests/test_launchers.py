@@ -44,6 +44,10 @@ class Sandbox:
         for name in SCRIPTS:
             shutil.copy2(EXPS / name, self.exps / name)
         (self.exps / "json" / "quick.json").write_text('{"epochs": 1}\n')
+        # A system whose experiment is two YAML files merged in order (the toy's layout).
+        (self.root / "configs" / "toy" / "fp").mkdir(parents=True)
+        (self.root / "configs" / "toy" / "base.yaml").write_text("system: toy\n")
+        (self.root / "configs" / "toy" / "fp" / "specific.yaml").write_text("regularizer:\n  kind: fokker_planck\n")
         (self.root / "train.py").write_text("print('train')\n")
         (self.root / "eval.py").write_text("print('eval')\n")
         (self.root / ".gitignore").write_text("/results/\n/data/*\n.venv/\n")
@@ -124,7 +128,7 @@ def test_run_local_three_arg_form(sb):
     (call,) = sb.calls()
     run = Path(call["argv"][4])            # RUN_LOCAL: train.py creates (and holds) the folder itself
     assert run.parent == sb.savedir / "exp1"
-    assert call["argv"] == ["train.py", "--cfg", str(sb.exps / "json" / "quick.json"),
+    assert call["argv"] == ["train.py", "--config", str(sb.exps / "json" / "quick.json"),
                             "--savedir", str(run), "lr=0.1", "--quiet"]
     assert Path(call["cwd"]) == sb.root            # runs from the repo root
     assert call["env"]["DATA_DIR"] == str(sb.datadir)
@@ -138,9 +142,37 @@ def test_two_arg_form_from_repo_root(sb):
     assert r.returncode == 0, r.stderr
     (call,) = sb.calls()
     run = Path(call["argv"][4])
-    assert call["argv"][:5] == ["train.py", "--cfg", str(sb.exps / "json" / "quick.json"),
+    assert call["argv"][:5] == ["train.py", "--config", str(sb.exps / "json" / "quick.json"),
                                 "--savedir", str(run)]
     assert run.parent == sb.savedir / "exp2"
+
+
+def test_several_config_files_and_overrides_in_place(sb):
+    """Every file up to the first key=value is a config (merged in order by train.py), each looked
+    up from the cwd first, then from exps/; the rest goes to train.py unchanged."""
+    base, specific = sb.root / "configs/toy/base.yaml", sb.root / "configs/toy/fp/specific.yaml"
+    r = sb.run("main.sh", "sbgm", "multi", "configs/toy/base.yaml", "configs/toy/fp/specific.yaml",
+               "json/quick.json", "train.steps=5", "net.unet.channel_mult=[1,2]", "--quiet",
+               cwd=sb.root, RUN_LOCAL=1)
+    assert r.returncode == 0, r.stderr
+    (call,) = sb.calls()
+    run = Path(call["argv"][6])
+    assert run.parent == sb.savedir / "multi"
+    assert call["argv"] == ["train.py", "--config", str(base), str(specific), str(sb.exps / "json" / "quick.json"),
+                            "--savedir", str(run), "train.steps=5", "net.unet.channel_mult=[1,2]", "--quiet"]
+    assert Path(call["cwd"]) == sb.root
+    # From exps/: the same YAML files by a path relative to the cwd.
+    r = sb.run("main.sh", "multi", "../configs/toy/base.yaml", "../configs/toy/fp/specific.yaml", "a=1",
+               RUN_LOCAL=1)
+    assert r.returncode == 0, r.stderr
+    assert sb.calls()[1]["argv"][:4] == ["train.py", "--config", str(base), str(specific)]
+    assert sb.calls()[1]["argv"][-1] == "a=1"
+
+
+def test_a_missing_second_config_file_exits_2_before_anything_runs(sb):
+    r = sb.run("main.sh", "sbgm", "m", "json/quick.json", "json/nope.yaml", "a=1", RUN_LOCAL=1)
+    assert r.returncode == 2 and "config file 'json/nope.yaml' not found" in r.stderr, r.stderr
+    assert sb.calls() == [] and not sb.savedir.exists()
 
 
 def test_json_outside_repo_absolute_path(sb, tmp_path):
@@ -217,7 +249,7 @@ def test_copy_mode_in_git_checkout(sb):
     code = run / "code"
     (call,) = sb.calls()
     assert Path(call["cwd"]) == code
-    assert call["argv"] == ["train.py", "--cfg", str(code / "exps" / "json" / "quick.json"),
+    assert call["argv"] == ["train.py", "--config", str(code / "exps" / "json" / "quick.json"),
                             "--savedir", str(run)]
     assert (code / "train.py").read_text() == "print('edited')\n"
     assert (code / "newmod.py").exists()
@@ -235,6 +267,24 @@ def test_copy_mode_in_git_checkout(sb):
     assert r.returncode == 0, r.stderr
     assert "reusing" in r.stdout
     assert (code / "train.py").read_text() == "print('edited')\n"
+
+
+def test_copy_mode_runs_every_config_file_from_the_copy(sb, tmp_path):
+    """Files inside the checkout are read from the code copy (a requeued job reads what it was
+    submitted with); a file outside it keeps its absolute path."""
+    outside = tmp_path / "mine.yaml"
+    outside.write_text("train:\n  steps: 3\n")
+    r = sb.run("main.sh", "sbgm", "cm", "configs/toy/base.yaml", "configs/toy/fp/specific.yaml", str(outside),
+               "train.steps=4", "--quiet", cwd=sb.root, SLURM_JOB_ID=88)
+    assert r.returncode == 0, r.stderr
+    run = sb.savedir / "cm" / "88"
+    code = run / "code"
+    (call,) = sb.calls()
+    assert Path(call["cwd"]) == code
+    assert call["argv"] == ["train.py", "--config", str(code / "configs/toy/base.yaml"),
+                            str(code / "configs/toy/fp/specific.yaml"), str(outside), "--savedir", str(run),
+                            "train.steps=4", "--quiet"]
+    assert (code / "configs/toy/fp/specific.yaml").read_text() == "regularizer:\n  kind: fokker_planck\n"
 
 
 def test_copy_mode_without_git(sb):
@@ -315,6 +365,21 @@ def test_launch_exp_with_bash_runs_main(sb):
     assert Path(call["argv"][4]).parent == sb.savedir / "le"
 
 
+def test_launch_exp_requeues_the_job_when_train_py_exits_3(sb):
+    """Exit 3 is train.py's "stopped by a signal, model.pt written": the job asks Slurm to requeue
+    itself (a stub scontrol records the call) and ends 0; without Slurm the 3 is passed on."""
+    scontrol = sb.bin / "scontrol"
+    scontrol.write_text(f'#!{BASH}\necho "$@" >> "{sb.bin}/scontrol.log"\n')
+    scontrol.chmod(0o755)
+    r = sb.run("launch_exp.sh", "sbgm", "rq", "json/quick.json", RUN_LOCAL=1, STUB_RC=3, SLURM_JOB_ID=321)
+    assert r.returncode == 0, r.stderr
+    assert "job 321 requeued" in r.stdout
+    assert (sb.bin / "scontrol.log").read_text().split() == ["requeue", "321"]
+    r = sb.run("launch_exp.sh", "sbgm", "rq", "json/quick.json", RUN_LOCAL=1, STUB_RC=3)
+    assert r.returncode == 3
+    assert (sb.bin / "scontrol.log").read_text().split() == ["requeue", "321"]
+
+
 @pytest.mark.parametrize("submit_from_root", [False, True])
 def test_launch_exp_as_slurm_copy(sb, tmp_path, submit_from_root):
     # Slurm runs a copy of the script from its spool directory; the launcher
@@ -332,6 +397,22 @@ def test_launch_exp_as_slurm_copy(sb, tmp_path, submit_from_root):
     (call,) = sb.calls()
     assert call["argv"][2] == str(sb.exps / "json" / "quick.json")
     assert call["argv"][4] == str(sb.savedir / "sl" / "999")
+
+
+def test_launch_exp_as_slurm_copy_with_several_config_files(sb, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    shutil.copy2(sb.exps / "launch_exp.sh", spool / "slurm_script")
+    r = subprocess.run(
+        [BASH, str(spool / "slurm_script"), "sbgm", "ty", "configs/toy/base.yaml", "configs/toy/fp/specific.yaml",
+         "train.steps=2"],
+        cwd=spool, env=sb.env(RUN_LOCAL=1, SLURM_JOB_ID=998, SLURM_SUBMIT_DIR=sb.root),
+        capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    (call,) = sb.calls()
+    assert call["argv"] == ["train.py", "--config", str(sb.root / "configs/toy/base.yaml"),
+                            str(sb.root / "configs/toy/fp/specific.yaml"), "--savedir",
+                            str(sb.savedir / "ty" / "998"), "train.steps=2"]
 
 
 # ---------------------------------------------------------- launch_eval.sh ----

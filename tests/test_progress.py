@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from model_code.progress import LogLines, enabled_for
+from systems import SYSTEMS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,48 +77,50 @@ def test_disabled_prints_nothing_and_terminals_and_quiet_disable():
     assert not enabled_for(quiet=False, stream=Tty())                      # a terminal: tqdm bars
 
 
-GRF = ["train.py", "dataset=grf", "resolution=8", "npad=0", "grf_n_train=24", "grf_n_valid=8", "batch_size=4",
-       "epochs=2", "record_interval=2", "Ntest=4", "val_batch_size=4", "L=4", "T=1", "arch=fno", "d_co_domain=8",
-       "n_layers=2", "n_modes=3", "embedding_dim=8", "n_plot=2", "tensorboard=false", "--savedir"]
-SYSTEMS = {
-    "ve_grf": (GRF, ["train epoch 1/2", "train epoch 2/2", "validation epoch 2: w_var"]),
-    "heat_digits": (["train.py", "--config", "configs/digits/default_digits_configs.yaml", "data.max_examples=200",
-                     "model.unet.model_channels=16", "model.K=4", "training.batch_size=16", "training.n_eval=32",
-                     "eval.batch_size=32", "training.n_iters=12", "training.log_freq=4", "training.eval_freq=12",
-                     "training.sampling_freq=12", "training.n_samples=4", "training.snapshot_freq=1000",
-                     "--workdir"], ["train step 1/12", "train step 12/12", "validation step 12: val_loss"]),
-    "toy": (["train.py", "--config", "configs/toy/base_config.yaml", "train.steps=30", "train.log_every=10",
-             "train.figure_every=30", "train.checkpoint_every=30", "--workdir"],
-            ["train step 1/30", "train step 30/30"]),
+def _train(system, savedir, *extra):
+    """train.py's command line for a tiny run of `system` (tests/systems.py), progress output on."""
+    files, overrides = SYSTEMS[system]
+    return [sys.executable, "train.py", "--config", *files, "--savedir", str(savedir), *overrides, *extra]
+
+
+# One system per unit the loop counts (epochs of finite data, steps) and the toy's stream.
+EXPECTED = {
+    "interpolant_grf": ["train epoch 1/3", "train epoch 3/3", "validation epoch 3: w_var"],
+    "heat_digits": ["train step 1/12", "train step 12/12", "validation step 6: val_bpd", "validation step 12: val_bpd"],
+    "toy": ["train step 1/12", "train step 12/12", "validation step 12: score_error"],
 }
 
 
-@pytest.mark.parametrize("system", sorted(SYSTEMS))
-def test_a_log_file_gets_plain_progress_lines_and_quiet_none(system, tmp_path):
-    args, expected = SYSTEMS[system]
+@pytest.mark.parametrize("system", sorted(EXPECTED))
+def test_a_log_file_gets_plain_progress_lines(system, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(tmp_path / "err.log", "w") as err:             # a file, as in a Slurm job
-        proc = subprocess.run([sys.executable, *args, str(tmp_path / "run")], cwd=ROOT, env=env, stderr=err,
+        proc = subprocess.run(_train(system, tmp_path / "run"), cwd=ROOT, env=env, stderr=err,
                               stdout=subprocess.PIPE, text=True, timeout=300)
     log = (tmp_path / "err.log").read_text()
     assert proc.returncode == 0, log[-2000:]
-    for part in expected:
+    for part in EXPECTED[system]:
         assert part in log, (part, log)
     assert re.search(r"samples/s \| elapsed \d+:\d\d:\d\d \| ETA \d+:\d\d:\d\d", log), log
     assert "\r" not in log                                   # no progress bar in a file
-    quiet = subprocess.run([sys.executable, *args, str(tmp_path / "quiet"), "--quiet"], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=300)
-    assert quiet.returncode == 0, quiet.stderr[-2000:]
-    assert not re.search(r"^\[\d\d:\d\d:\d\d\] ", quiet.stderr, re.M), quiet.stderr
 
 
-def test_a_long_evaluation_prints_plain_lines_to_a_log(tmp_path):
+@pytest.mark.parametrize("system", sorted(EXPECTED))
+def test_quiet_prints_no_progress_lines(system, tmp_path, capfd):
+    """In this process (no interpreter start): stderr is captured, not a terminal, so without
+    --quiet it would get the plain lines of the test above."""
+    import train
+    from systems import train_args
+
+    assert train.main(train_args(system, tmp_path / "quiet", "train.threads=1")) == 0    # --quiet included
+    err = capfd.readouterr().err
+    assert not re.search(r"^\[\d\d:\d\d:\d\d\] ", err, re.M), err
+
+
+def test_a_long_evaluation_prints_plain_lines_to_a_log(tmp_path, trained):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = tmp_path / "run"
-    subprocess.run([sys.executable, *GRF, str(run), "--quiet", "epochs=1"], cwd=ROOT, env=env, check=True,
-                   capture_output=True, timeout=300)
-    cmd = [sys.executable, "eval.py", "--exp_name", str(run), "--mode", "generate", "--Ntest", "6",
-           "--val_batch_size", "2", "--checkpoint", "model.pt"]
+    cmd = [sys.executable, "eval.py", "--exp_name", str(trained("interpolant_grf")), "--savedir", str(tmp_path),
+           "--mode", "generate", "--Ntest", "6", "--val_batch_size", "2", "--checkpoint", "model.pt"]
     with open(tmp_path / "err.log", "w") as err:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, stderr=err, stdout=subprocess.PIPE, timeout=300)
     log = (tmp_path / "err.log").read_text()

@@ -70,3 +70,13 @@ def test_eval_warns_when_the_code_differs(capsys):
         assert "differs from the code that trained the run" in err and len(err.strip().splitlines()) == 1
     eval_script._warn_if_code_differs({"code": now})
     assert capsys.readouterr().err == ""
+
+
+def test_the_checkpoint_carries_the_code_fingerprint_that_eval_compares(trained):
+    """model.pt holds the fingerprint of the code that trained it (provenance.json's last entry), so
+    eval.py can warn when it runs other code."""
+    from model_code import checkpoint
+
+    run = trained("toy")
+    history = json.loads((run / "provenance.json").read_text())
+    assert checkpoint.load(run / "model.pt").get("code") == history[-1]["code"]

@@ -14,6 +14,7 @@ import pytest
 from model_code import run_dir
 from model_code.errors import UserError
 from model_code.run_dir import LOCK_NAME, RunFolderBusy, WriterLock
+from systems import SYSTEMS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,27 +165,12 @@ def test_claim_removes_only_what_it_created_when_the_start_fails(tmp_path):
     assert (fresh / "model.pt").exists() and not (fresh / LOCK_NAME).exists()
 
 
-# ------------------------------------------------------------------ every training entry point
-VOLCANO = ["--cfg", "exps/json/quickstart.json", "resolution=16", "Ntest=4", "val_batch_size=4", "L=4", "T=1",
-           "record_interval=1000", "epochs=400", "tensorboard=false", "d_co_domain=8", "n_modes=4"]
-SYSTEMS = {
-    "ve_volcano": (["train.py", *VOLCANO, "--savedir"], "results.json"),
-    "heat_digits": (["train.py", "--config", "configs/digits/default_digits_configs.yaml",
-                     "model.unet.model_channels=16", "model.K=4", "training.batch_size=16", "training.n_eval=32",
-                     "eval.batch_size=32", "training.n_iters=100000", "training.log_freq=5",
-                     "training.eval_freq=100000", "training.sampling_freq=100000", "training.snapshot_freq=100000",
-                     "training.snapshot_freq_for_preemption=100000", "--workdir"], "training_log.jsonl"),
-    "toy": (["train.py", "--config", "configs/toy/base_config.yaml", "train.steps=1000000", "train.log_every=20",
-             "train.figure_every=1000000", "train.checkpoint_every=1000000", "--workdir"], "metrics.jsonl"),
-}
-
-
-@pytest.fixture(scope="module")
-def volcano_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("volcano")
-    subprocess.run([sys.executable, "scripts/make_volcano.py", "--out", str(out), "--n", "24", "--seed", "0",
-                    "--quiet"], cwd=ROOT, check=True)
-    return out
+# ------------------------------------------------------------------ train.py
+def _long(system: str) -> list:
+    """train.py's arguments for a run of `system` (tests/systems.py) that lasts until it is killed."""
+    files, overrides = SYSTEMS[system]
+    unit = ["epochs=100000"] if system == "ve_volcano" else ["train.steps=1000000"]
+    return ["train.py", "--config", *files, *overrides, *unit, "--savedir"]
 
 
 def _snapshot(folder: Path) -> dict:
@@ -193,12 +179,11 @@ def _snapshot(folder: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("system", sorted(SYSTEMS))
-def test_a_second_train_py_on_the_same_folder_stops_at_once_and_writes_nothing(system, tmp_path, volcano_data):
-    args, log_name = SYSTEMS[system]
-    run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DATA_DIR": str(volcano_data), "SLURM_JOB_ID": "123456"}
-    cmd = [sys.executable, *args, str(run), "--quiet"]
+@pytest.mark.parametrize("system", ["ve_volcano", "toy"])        # an epoch-counted and a step-counted run
+def test_a_second_train_py_on_the_same_folder_stops_at_once_and_writes_nothing(system, tmp_path, volcano_dir):
+    run, log_name = tmp_path / "run", "results.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DATA_DIR": str(volcano_dir), "SLURM_JOB_ID": "123456"}
+    cmd = [sys.executable, *_long(system), str(run), "--quiet"]
     first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120

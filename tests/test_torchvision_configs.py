@@ -86,3 +86,33 @@ def test_shipped_torchvision_config_trains_samples_and_checkpoints(tmp_path, mon
     labels = torch.tensor([3, 7]) if extra else None
     x = run.process.sample(run.model, [0, 1], run.shape, "cpu", labels=labels, **build.sampler_setup(run.cfg))
     assert x.shape == (2, channels, size, size) and torch.isfinite(x).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config, channels", [("starter/rectified_flow_mnist.yaml", 1),
+                                              ("starter/rectified_flow_cifar10.yaml", 3)], ids=["mnist", "cifar10"])
+def test_starter_configs_train_class_conditional_flows(tmp_path, monkeypatch, config, channels):
+    """The GPU-sized starter configs, shrunk: labelled torchvision data, dequantized, a conditional U-Net."""
+    import train
+
+    torch.set_num_threads(1)
+    seen = []
+    _fake_torchvision(monkeypatch, seen)
+    work = tmp_path / "run"
+    assert train.main(["--config", str(ROOT / "configs" / config), "--savedir", str(work), "--quiet",
+                       "net.unet.model_channels=8", "net.unet.channel_mult=[1,2]", "net.unet.num_res_blocks=1",
+                       "net.unet.attention_levels=[]", "net.unet.num_heads=1", "train.epochs=null", "train.steps=3",
+                       "train.batch_size=8", "train.record_interval=3", "train.snapshot_interval=null",
+                       "optim.warmup=1", "optim.ema_update_after=0", "eval.n_samples=4", "eval.batch_size=4",
+                       "eval.n_plot=4", "sampler.steps=2", "data.root=" + str(tmp_path / "data"),
+                       "train.tensorboard=false", "train.device=cpu", "train.threads=1"]) == 0
+    run = build.load_run(work, "model.pt", "cpu")
+    assert run.num_classes == 10 and run.cfg.data.dequantize and run.state["step"] == 3
+    assert run.cfg.data.hflip == (0.5 if channels == 3 else 0.0)
+    x = run.process.sample(run.model, [0, 1], run.shape, "cpu", labels=torch.tensor([2, 5]),
+                           **build.sampler_setup(run.cfg))
+    assert x.shape == (2, channels, run.shape[-1], run.shape[-1]) and torch.isfinite(x).all()
+    # the labels reach the network: other labels, other samples from the same seeds
+    y = run.process.sample(run.model, [0, 1], run.shape, "cpu", labels=torch.tensor([7, 1]),
+                           **build.sampler_setup(run.cfg))
+    assert not torch.equal(x, y)
