@@ -138,9 +138,9 @@ def main(argv=None) -> int:
 
     threads.apply()                 # the allocation's CPU threads, not every core of the node
     run, ckpt = load(run_path, cli)
-    _warn_if_code_differs(run.state)
     check_applies(cli.mode, run_path, run.kind, run.process.name,
                   getattr(run.process, "data_levels", None) is not None)
+    _warn_if_code_differs(run.state)
     from model_code.eval_modes import MODE_FUNCTIONS
 
     return MODE_FUNCTIONS[cli.mode](cli, run, ckpt, out_root)

@@ -66,10 +66,8 @@ LEVELS: Dict[str, object] = {
     "model.prior": "process.levels.prior", "model.prior_fit_max": "process.levels.prior_fit_max",
     "model.residual": "process.levels.residual", "model.delta": "sampler.delta", "model.net": "net.type",
     "model.ema_rate": "optim.ema_rate", "model.unet": "net.unet",
-    "model.fno.width": "net.width", "model.fno.n_layers": "net.n_layers", "model.fno.n_modes": "net.n_modes",
-    "model.fno.embedding_dim": "net.embedding_dim",
-    "model.uno.width": "net.width", "model.uno.channel_multipliers": "net.channel_multipliers",
-    "model.uno.n_modes": "net.n_modes", "model.uno.embedding_dim": "net.embedding_dim",
+    # The heat YAML's model.fno.* / model.uno.* sections hold the neural-operator keys of `net`.
+    "model.fno": "net", "model.uno": "net",
     "training.batch_size": "train.batch_size", "training.n_iters": "train.steps",
     "training.log_freq": "train.log_interval", "training.eval_freq": "train.record_interval",
     "training.snapshot_freq": "train.snapshot_interval",

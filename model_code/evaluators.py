@@ -95,10 +95,9 @@ class LevelsELBO(Evaluator):
             u0 = valid[starts[j]:starts[j] + self.batch_size].to(ctx.device)
             generator = torch.Generator().manual_seed(self.batch_seed(j))
             labels = getattr(ctx, "valid_labels", None)
-            if labels is not None:
-                labels = labels[:self.n_images][starts[j]:starts[j] + self.batch_size].to(ctx.device)
-            terms.append(ctx.process.elbo_terms(ctx.model, u0, generator, delta=self.delta,
-                                                labels=labels).double().cpu())
+            extra = {} if labels is None else {
+                "labels": labels[:self.n_images][starts[j]:starts[j] + self.batch_size].to(ctx.device)}
+            terms.append(ctx.process.elbo_terms(ctx.model, u0, generator, delta=self.delta, **extra).double().cpu())
         terms = torch.cat([t for t in terms if t.numel()] or terms)
         if dist is not None:
             terms = dist.gather_cat(terms)

@@ -49,39 +49,3 @@ def interpolant_loss(model, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor,
     pred = convert(model.predict(x_t, t, labels), model.model_output, loss_target, x_t, t, proc)
     target = regression_target(loss_target, x0, x1, t, proc)
     return (pred - target).pow(2).flatten(1).mean(1).mean()
-
-
-class VEObjective:
-    """One training loss draw for the VE process: sigma per example, z ~ N(0, C).
-
-    (The objective of the old trainer; processes.ve.VE.loss is the same draw behind the Process protocol.)
-    """
-
-    def __init__(self, process, noise, weighting: str = "edm"):
-        self.process, self.noise, self.weighting = process, noise, weighting
-
-    def __call__(self, model, u: torch.Tensor, generator: torch.Generator, shard: slice = slice(None)):
-        """Mean loss over u[shard]; the draws cover all of u, so shards of one batch add up to it."""
-        sigma = self.process.sample_sigma(len(u), generator).to(u.device)
-        z = self.noise.sample(len(u), tuple(u.shape[-2:]), generator, device=u.device)
-        return denoising_loss(model, u[shard], sigma[shard], z[shard], self.weighting)
-
-
-class InterpolantObjective:
-    """One training loss draw for an interpolant: t from the time sampler, x1 ~ N(0, C).
-
-    (The objective of the old trainer; processes.interpolant.InterpolantProcess.loss is the same draw.)
-    """
-
-    def __init__(self, noise, time_sampler: str = "uniform", loss_target: str = "velocity",
-                 t_min: float = 1e-3, t_max: float = 1 - 1e-3):
-        self.noise, self.time_sampler, self.loss_target = noise, time_sampler, loss_target
-        self.t_min, self.t_max = t_min, t_max
-
-    def __call__(self, model, u: torch.Tensor, generator: torch.Generator, shard: slice = slice(None)):
-        from .schedules import sample_time
-
-        # Conversions divide by alpha or sigma, which vanish at the ends of [0, 1].
-        t = sample_time(self.time_sampler, len(u), generator).clamp(self.t_min, self.t_max).to(u.device)
-        x1 = self.noise.sample(len(u), tuple(u.shape[-2:]), generator, device=u.device)
-        return interpolant_loss(model, u[shard], x1[shard], t[shard], self.loss_target)

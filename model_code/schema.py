@@ -38,6 +38,8 @@ PREDICTIONS = ("x0", "noise", "score", "velocity", "v")
 # ============================================================================ data
 @dataclass
 class AtomsConfig:
+    """The toy's two pseudo-atoms."""
+
     mu: List[float] = _f([0.25, 0.75], "two_atoms: mean position of each pseudo-atom on the periodic unit interval")
     sigma_d: float = _f(0.05, "two_atoms: standard deviation of each atom around its position")
     symmetrize: bool = _f(True, "two_atoms: indistinguishable atoms (both orderings equally likely)")
@@ -45,6 +47,8 @@ class AtomsConfig:
 
 @dataclass
 class DataConfig:
+    """Where the training and validation examples come from, and their augmentation."""
+
     dataset: str = _f("volcano", "training data: volcano (.int InSAR files under $DATA_DIR/subset_128), grf "
                       "(periodic Gaussian random fields with known statistics), digits (scikit-learn 8x8, offline), "
                       "mnist, cifar10 (torchvision), folder (an image folder), two_atoms (the toy problem)",
@@ -77,6 +81,8 @@ class DataConfig:
 # ============================================================================ noise
 @dataclass
 class NoiseConfig:
+    """The Gaussian noise N(0, C) of the VE and interpolant processes."""
+
     type: str = _f("grf", "noise of the VE / interpolant processes: white N(0, I) or grf N(0, C)",
                    choices=("grf", "white"))
     kernel: str = _f("rbf", "covariance kernel of the GRF noise: rbf exp(-d^2/(2 l^2)) or exponential "
@@ -88,6 +94,8 @@ class NoiseConfig:
 # ============================================================================ process
 @dataclass
 class LevelsProcessConfig:
+    """Heat dissipation and the linear maps u_k = T(k) u_0 + N(0, sigma^2 I)."""
+
     forward: str = _f("heat", "the forward map T(k): heat | identity | constant_velocity | constant_deceleration | "
                       "fixed_random | random_product")
     K: int = _f(20, "number of levels (level 0 = data, K = most degraded)")
@@ -103,6 +111,8 @@ class LevelsProcessConfig:
 
 @dataclass
 class WrappedVEConfig:
+    """Variance-exploding diffusion on the periodic unit interval (the toy)."""
+
     schedule: str = _f("geometric", "sigma(t): geometric sigma_min (sigma_max/sigma_min)^t or linear",
                        choices=("geometric", "linear"))
     sigma_min: float = _f(0.005, "sigma(0)")
@@ -116,6 +126,8 @@ class WrappedVEConfig:
 
 @dataclass
 class ProcessConfig:
+    """The forward process; the flat keys are those of the VE levels and the interpolant."""
+
     type: str = _f("ve", "forward process: ve (annealed noise levels, score-based), interpolant "
                    "(x_t = alpha(t) x0 + sigma(t) x1), levels (heat dissipation and the linear maps), "
                    "wrapped_ve (VE on the torus, the toy problem)", choices=PROCESSES)
@@ -138,6 +150,8 @@ class ProcessConfig:
 # ============================================================================ network
 @dataclass
 class UNetConfig:
+    """Improved-diffusion U-Net (ResBlocks with time embedding, attention at chosen levels)."""
+
     model_channels: int = _f(64, "unet: width of the first level")
     channel_mult: List[int] = _f([1, 2, 2], "unet: width multipliers per level")
     num_res_blocks: int = _f(2, "unet: residual blocks per level")
@@ -148,6 +162,8 @@ class UNetConfig:
 
 @dataclass
 class MLPConfig:
+    """Permutation-equivariant MLP of the toy."""
+
     n_frequencies: int = _f(4, "mlp: cos/sin(2 pi k x), k = 1..K, per atom")
     hidden: int = _f(128, "mlp: hidden width")
     depth: int = _f(3, "mlp: hidden layers")
@@ -156,6 +172,8 @@ class MLPConfig:
 
 @dataclass
 class NetConfig:
+    """The network; the flat keys are those of the neural operators."""
+
     type: str = _f("uno", "backbone: uno, fno (neuraloperator), unet, mlp (permutation-equivariant, toy)",
                    choices=NETS)
     width: int = _f(32, "fno / uno: channels of the first hidden layer")
@@ -176,6 +194,8 @@ class NetConfig:
 # ============================================================================ objective
 @dataclass
 class ConsistencyConfig:
+    """The consistency regularizer's reverse-SDE trajectories."""
+
     delta_t: float = _f(0.1, "consistency: t' = max(t - delta_t, 0)")
     n_steps: int = _f(4, "consistency: reverse-SDE steps from t to t'")
     n_samples: int = _f(4, "consistency: trajectories per point (even; two half-means)")
@@ -183,6 +203,8 @@ class ConsistencyConfig:
 
 @dataclass
 class RegularizerConfig:
+    """The toy's score regularizers, added to denoising score matching."""
+
     kind: str = _f("none", "toy regularizer added to the score-matching loss",
                    choices=("none", "analytic_regression", "fokker_planck", "consistency", "consistency_analytic"))
     weight: float = _f(1.0, "loss = DSM + weight * regularizer")
@@ -196,6 +218,8 @@ class RegularizerConfig:
 
 @dataclass
 class ObjectiveConfig:
+    """What the loss regresses and how training times / levels are weighted."""
+
     model_output: str = _f("velocity", "interpolant: what the network predicts", choices=PREDICTIONS)
     loss_target: str = _f("velocity", "interpolant: the type the loss regresses on (the output is converted to "
                           "it; independent of model_output)", choices=PREDICTIONS)
@@ -209,6 +233,8 @@ class ObjectiveConfig:
 # ============================================================================ sampler
 @dataclass
 class SamplerConfig:
+    """How samples are drawn during training and by eval.py."""
+
     name: str = _f("annealed_langevin", "ve / interpolant sampler for validation and eval.py: annealed_langevin "
                    "(the published one, on the L training levels; L*T+1 network evaluations) or one on an EDM "
                    "grid of `steps` levels: heun_ode (2n-1 evaluations), euler_ode (n), dpm_solver_2m (n), "
@@ -225,6 +251,8 @@ class SamplerConfig:
 # ============================================================================ optimiser
 @dataclass
 class OptimConfig:
+    """Optimiser, learning-rate schedule and EMA of the weights."""
+
     name: str = _f("adam", "optimiser: adam or adamw (decoupled weight decay)", choices=("adam", "adamw"))
     lr: float = _f(2e-4, "peak learning rate")
     weight_decay: float = _f(0.0, "weight decay (adamw: decoupled); never applied to biases and norm weights")
@@ -242,6 +270,8 @@ class OptimConfig:
 # ============================================================================ training loop
 @dataclass
 class TrainConfig:
+    """The training loop: its length, its intervals and where it runs."""
+
     epochs: Optional[int] = _f(100, "passes over the training set (finite data); the intervals below then count "
                                "epochs. Set null and give `steps` to count optimiser steps instead")
     steps: Optional[int] = _f(None, "optimiser steps (streams such as the toy, or step-counted runs); used "
@@ -267,6 +297,8 @@ class TrainConfig:
 # ============================================================================ evaluation
 @dataclass
 class EvalConfig:
+    """Evaluations during training (and eval.py's defaults)."""
+
     evaluators: Optional[List[str]] = _f(None, "validation evaluators: field_stats (w_var, w_skew, w_total, "
                                          "mean_l2, mean_phase_l2), elbo (levels: bits/dim), frechet (digits "
                                          "classifier features), score_error (toy); null: the system's defaults")
@@ -279,6 +311,8 @@ class EvalConfig:
 
 @dataclass
 class Config:
+    """One run: every group."""
+
     seed: int = _f(0, "seed of initialisation, data order, augmentation and training noise")
     data: DataConfig = _group(DataConfig, "training and validation data")
     noise: NoiseConfig = _group(NoiseConfig, "the Gaussian noise of the VE / interpolant processes")

@@ -4,7 +4,6 @@ The 2-process runs here start real processes (torchrun, or srun's environment) a
 with the 1-process runs of the `trained` fixture (conftest.py). test_shared_behaviour.py checks
 the same for every system with forked children in torchrun's environment.
 """
-import json
 import os
 import random
 import signal
@@ -18,6 +17,7 @@ import pytest
 
 from model_code import checkpoint
 from model_code.distributed import Context, first_host, launch_environment
+from helpers import assert_trains_like_one, rows
 from systems import train_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,30 +28,6 @@ def clean_env(**extra):
            if not k.startswith(("SLURM_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_"))}
     env.update(OMP_NUM_THREADS="1", **extra)
     return env
-
-
-def rows(run):
-    return [json.loads(line) for line in (run / "results.json").read_text().splitlines()]
-
-
-def assert_trains_like_one(one: Path, two: Path) -> None:
-    """The same results.json lines (losses, validation metrics) and weights as the 1-process run."""
-    a, b = rows(one), rows(two)
-    assert [r["step"] for r in b] == [r["step"] for r in a]
-    assert a[0]["loss"] != a[-1]["loss"]              # the weights moved, so the comparison means something
-    for ra, rb in zip(a, b):
-        for key, value in ra.items():
-            if key != "time" and isinstance(value, float) and not key.startswith("floor"):
-                assert rb[key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
-    wa, wb = checkpoint.load(one / "model.pt")["model"], checkpoint.load(two / "model.pt")["model"]
-    # Summation order differs between one and two processes; Adam turns near-zero gradients of
-    # zero-initialised layers into updates of their own, so tolerances follow the weights' scale.
-    scale = max(float(w.abs().max()) for w in wa.values() if w.is_floating_point() and w.numel())
-    for name in wa:
-        if wa[name].is_floating_point() and wa[name].numel():
-            err = float((wa[name] - wb[name]).abs().max())
-            assert err <= 1e-4 * float(wa[name].abs().max()) + 2e-5 * scale, name
-    assert len(json.loads((two / "provenance.json").read_text())) == 1     # written once, by rank 0
 
 
 def test_shards_partition_every_batch_size():

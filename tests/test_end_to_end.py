@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from model_code import checkpoint, config, metrics
-from model_code.data.volcano import write_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["epochs=2", "record_interval=1", "Ntest=8", "val_batch_size=8", "L=6", "T=1", "resolution=16",
@@ -44,10 +43,9 @@ def one_line_error(proc, *needles):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    write_synthetic_dataset(d, 24, seed=0)
-    return d
+def data_dir(volcano_dir):
+    """The session's synthetic volcano data (conftest.py); tests copy it before changing it."""
+    return volcano_dir
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import helpers
 import pytest
 import torch
 from torch import nn
 
 from model_code import run_dir
-from model_code.errors import UserError, run_cli
+from model_code.errors import UserError
 
 from systems import SYSTEMS
 
@@ -70,16 +71,7 @@ def evaluate(run, *flags):
 
 
 def cli_exit(capsys, *argv):
-    """eval.py as the shell runs it (run_cli): (exit status, stderr lines)."""
-    capsys.readouterr()
-    old = sys.argv
-    sys.argv = ["eval.py", *map(str, argv)]
-    try:
-        with pytest.raises(SystemExit) as stop:
-            run_cli(eval_script.main, "eval.py")
-    finally:
-        sys.argv = old
-    return stop.value.code, capsys.readouterr().err.strip().splitlines()
+    return helpers.cli_exit(capsys, eval_script.main, "eval.py", *argv)
 
 
 def snapshot(folder):

@@ -2,16 +2,16 @@
 writes and the relations between the modes' samples."""
 import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
+import helpers
 import pytest
 import torch
 from PIL import Image
 
 from model_code import build
-from model_code.errors import UserError, run_cli
+from model_code.errors import UserError
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,15 +60,7 @@ def _fields(out):
 
 
 def cli_exit(capsys, *argv):
-    capsys.readouterr()
-    old = sys.argv
-    sys.argv = ["sample.py", *map(str, argv)]
-    try:
-        with pytest.raises(SystemExit) as stop:
-            run_cli(sample_script.main, "sample.py")
-    finally:
-        sys.argv = old
-    return stop.value.code, capsys.readouterr().err.strip().splitlines()
+    return helpers.cli_exit(capsys, sample_script.main, "sample.py", *argv)
 
 
 def test_levels_random_same_init_share_noise(runs):

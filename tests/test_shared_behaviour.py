@@ -6,14 +6,12 @@ a second) with one thread each: a forked child must not raise the thread count o
 OpenMP pool, and one thread makes every run bit-for-bit reproducible.
 """
 import io
-import json
 import multiprocessing
 import os
 import random
 import shutil
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -21,13 +19,10 @@ import pytest
 import torch
 
 from model_code import build, checkpoint, config
+from helpers import assert_trains_like_one, rows
 from systems import ROOT, SYSTEMS, train_args
 
 NAMES = sorted(SYSTEMS)
-
-
-def rows(run: Path):
-    return [json.loads(line) for line in (run / "results.json").read_text().splitlines()]
 
 
 def unit_of(run: Path) -> str:
@@ -229,19 +224,4 @@ def test_two_processes_train_like_one(system, tmp_path, trained, volcano_dir):
     for p in procs:
         p.join(300)
     assert [p.exitcode for p in procs] == [0, 0]
-    a, b = rows(one), rows(two)
-    assert [r["step"] for r in a] == [r["step"] for r in b]
-    assert a[0]["loss"] != a[-1]["loss"]              # the weights moved, so the comparison means something
-    for ra, rb in zip(a, b):
-        for key, value in ra.items():
-            if key != "time" and isinstance(value, float) and not key.startswith("floor"):
-                assert rb[key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
-    wa, wb = checkpoint.load(one / "model.pt")["model"], checkpoint.load(two / "model.pt")["model"]
-    # Summation order differs between one and two processes; Adam turns near-zero gradients of
-    # zero-initialised layers into updates of their own, so tolerances follow the weights' scale.
-    scale = max(float(w.abs().max()) for w in wa.values() if w.is_floating_point() and w.numel())
-    for name in wa:
-        if wa[name].is_floating_point():
-            err = float((wa[name] - wb[name]).abs().max()) if wa[name].numel() else 0.0
-            assert err <= 1e-4 * float(wa[name].abs().max()) + 2e-5 * scale, name
-    assert json.loads((two / "provenance.json").read_text())       # written once, by rank 0
+    assert_trains_like_one(one, two)

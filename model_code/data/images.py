@@ -167,9 +167,3 @@ def load_images(dataset: str, root, image_size: int, num_channels: int, valid_fr
         train_labels = None if train_labels is None else train_labels[:max_examples]
     return ImageData(quantise(train, levels), quantise(valid, levels), levels, dataset,
                      train_labels, valid_labels, num_classes)
-
-
-def random_hflip(u: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flip each image left-right with probability 1/2 (returns a new tensor)."""
-    flip = (torch.rand(u.shape[0], generator=generator) < 0.5).to(u.device)
-    return torch.where(flip.view(-1, 1, 1, 1), u.flip(-1), u)

@@ -103,7 +103,6 @@ class TensorSource:
         """Number of batches in one epoch, ceil(N / batch_size) (the last may be short)."""
         return math.ceil(len(self.x) / _check_batch_size(batch_size))
 
-    epoch_length = batches_per_epoch
 
     def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
         """Batches forever, continuing from the source's state (mid-epoch after load_state_dict)."""
@@ -174,7 +173,6 @@ class StreamSource:
     def batches_per_epoch(self, batch_size: int) -> None:
         return None
 
-    epoch_length = batches_per_epoch
 
     def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
         batch_size = _check_batch_size(batch_size)

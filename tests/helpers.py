@@ -1,0 +1,47 @@
+"""Small helpers shared by several test modules."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from model_code import checkpoint
+from model_code.errors import run_cli
+
+
+def rows(run: Path) -> list:
+    """results.json of a run folder, one dict per line."""
+    return [json.loads(line) for line in (Path(run) / "results.json").read_text().splitlines()]
+
+
+def assert_trains_like_one(one: Path, two: Path) -> None:
+    """The same results.json lines (losses, validation metrics) and weights as the 1-process run."""
+    a, b = rows(one), rows(two)
+    assert [r["step"] for r in b] == [r["step"] for r in a]
+    assert a[0]["loss"] != a[-1]["loss"]              # the weights moved, so the comparison means something
+    for ra, rb in zip(a, b):
+        for key, value in ra.items():
+            if key != "time" and isinstance(value, float) and not key.startswith("floor"):
+                assert rb[key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
+    wa, wb = checkpoint.load(one / "model.pt")["model"], checkpoint.load(two / "model.pt")["model"]
+    # Summation order differs between one and two processes; Adam turns near-zero gradients of
+    # zero-initialised layers into updates of their own, so tolerances follow the weights' scale.
+    scale = max(float(w.abs().max()) for w in wa.values() if w.is_floating_point() and w.numel())
+    for name in wa:
+        if wa[name].is_floating_point() and wa[name].numel():
+            err = float((wa[name] - wb[name]).abs().max())
+            assert err <= 1e-4 * float(wa[name].abs().max()) + 2e-5 * scale, name
+    assert len(json.loads((two / "provenance.json").read_text())) == 1     # written once, by rank 0
+
+
+def cli_exit(capsys, main, prog: str, *argv):
+    """An entry script as the shell runs it (run_cli): (exit status, stderr lines)."""
+    capsys.readouterr()
+    old = sys.argv
+    sys.argv = [prog, *map(str, argv)]
+    try:
+        with pytest.raises(SystemExit) as stop:
+            run_cli(main, prog)
+    finally:
+        sys.argv = old
+    return stop.value.code, capsys.readouterr().err.strip().splitlines()
