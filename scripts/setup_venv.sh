@@ -80,7 +80,9 @@ if [ "${USE_UV:-1}" != "0" ]; then
     fi
     if [ -n "${UV}" ]; then
         say "installing ${REQ} with uv"
-        if "${UV}" pip install --quiet --python "${PY}" -r "${REQ}"; then
+        # --compile-bytecode: uv leaves no .pyc behind otherwise, and where PYTHONDONTWRITEBYTECODE
+        # is set every later start of python recompiles the libraries (seconds per process).
+        if "${UV}" pip install --quiet --compile-bytecode --python "${PY}" -r "${REQ}"; then
             installed=1
         else
             say "uv failed; falling back to pip"
