@@ -211,7 +211,9 @@ class Trainer:
             self.running = {}
         if unit % s.record_interval == 0 or last:
             values = self.record(unit)
-            log.metrics(unit, values)
+            # The log line: the tracked metrics and their multiples of the real-vs-real floor.
+            log.metrics(unit, {k: v for k, v in values.items()
+                               if k in self._tracked() or k.endswith(("_x_floor", "_floor"))})
             row = {**(row or {s.unit: unit, "step": self.step}), **values}
         if s.figure_interval and (unit % s.figure_interval == 0 or last) and self.figure is not None:
             self.draw_figure(unit)
@@ -345,15 +347,19 @@ class Trainer:
             samples = ctx.generate(n)[:self.s.n_plot]
             if self.dist.is_main:
                 self.figure(samples, self.savedir / "samples" / f"{unit}", f"{self.s.unit} {unit}", values)
-        tracked = self.s.track if self.s.track is not None else [
-            m for ev in self.evaluators for m in ev.metrics]
-        for name in tracked:
+        for name in self._tracked():
             value = values.get(name)
             if value is not None and math.isfinite(value) and value < self.best.get(name, math.inf):
                 self.best[name] = value
                 if self.dist.is_main:
                     self.save(self.state(with_optimizer=False), self.savedir / f"model.{name}.pt")
         return values
+
+    def _tracked(self) -> list:
+        """The metrics with a best checkpoint: train.track, or every metric of every evaluator."""
+        if self.s.track is not None:
+            return list(self.s.track)
+        return [m for ev in self.evaluators for m in ev.metrics]
 
     def draw_figure(self, unit: int) -> None:
         samples = self.generate(self.s.n_plot)
