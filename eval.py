@@ -77,6 +77,19 @@ def parse_args(argv=None):
     p.add_argument("--fid_weights", default=None,
                    help="fid: local Inception feature extractor, a TorchScript file mapping (B, 3, 299, 299) images "
                         "in [0, 255] to features (e.g. clean-fid's inception-2015-12-05.pt); required for fid")
+    p.add_argument("--experiment_name", default=None,
+                   help="elbo / fid / frechet: also add the result, keyed by --param_name (default: the evaluation "
+                        "folder's name), to <results_root>/<dataset_name>/evaluation_results/<experiment_name>/"
+                        "<mode>_results.json and a line to <mode>.log there (the inverse-heat code's result tables)")
+    p.add_argument("--dataset_name", default=None, help="with --experiment_name: the folder below --results_root "
+                                                        "(default: the run's data.dataset)")
+    p.add_argument("--results_root", default="runs", help="with --experiment_name: the root of the result tables "
+                                                          "(default: runs)")
+    p.add_argument("--config", default=None,
+                   help="accepted for the published command lines and not needed: the checkpoint holds the config")
+    p.add_argument("--dataset_name_cleanfid", default=None,
+                   help="accepted for the published command lines; FID here compares with the run's own real "
+                        "images (--dataset_split), not clean-fid's precomputed statistics")
     p.add_argument("--no_ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--quiet", action="store_true",
@@ -118,6 +131,11 @@ def main(argv=None) -> int:
         if value is not None and value <= 0:
             raise UserError(f"--{flag} must be a positive integer; got {value}")
     check_tag(cli.tag)
+    if cli.experiment_name is not None and cli.mode not in ("elbo", "fid", "frechet"):
+        raise UserError(f"--experiment_name adds elbo / fid / frechet results to a table; not --mode {cli.mode}")
+    for flag in ("config", "dataset_name_cleanfid"):
+        if getattr(cli, flag) is not None:
+            print(f"eval.py: note: --{flag} is not needed here and is ignored (see --help)", file=sys.stderr)
     if cli.mode == "superres" and cli.factor < 1:
         raise UserError(f"--factor must be >= 1; got {cli.factor}")
     if cli.mode == "fid" and not cli.fid_weights:

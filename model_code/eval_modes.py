@@ -26,13 +26,26 @@ def _progress(cli):
     return not cli.quiet and sys.stderr.isatty(), enabled_for(cli.quiet)
 
 
-def _evaluate(cli, out: Path, compute) -> int:
+def _table(cli, run, out: Path):
+    """(folder, key) of the --experiment_name results table, or None."""
+    if getattr(cli, "experiment_name", None) is None:
+        return None
+    from .results_table import table_folder
+
+    return table_folder(cli.results_root, cli.dataset_name or run.cfg.data.dataset, cli.experiment_name), out.name
+
+
+def _evaluate(cli, out: Path, compute, run=None) -> int:
     """Hold `out` while compute() -> (summary, arrays, npz name, after) runs and its results are written;
-    after(out) draws figures. An existing result was refused before any work and is refused again here."""
-    from . import run_dir
+    after(out) draws figures. An existing result was refused before any work and is refused again here.
+    With --experiment_name the metrics also go to that results table (results_table.py)."""
+    from . import results_table, run_dir
     from .eval_common import refuse_existing, write_evaluation
     from .eval_fields import drop_figures
 
+    table = _table(cli, run, out) if run is not None else None
+    if table is not None:
+        results_table.refuse_existing_key(table[0], cli.mode, table[1], cli.overwrite)
     with run_dir.claim(out, owner="eval.py"):
         refuse_existing(out, cli.overwrite)
         summary, arrays, npz, after = compute()
@@ -45,6 +58,10 @@ def _evaluate(cli, out: Path, compute) -> int:
     print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in values.items()
                       if not isinstance(v, (list, dict))}))
     print(f"wrote {out / npz} and {out / 'metrics.json'}")
+    if table is not None:
+        path = results_table.add_result(table[0], cli.mode, table[1], {**summary.get("metrics", {}),
+                                        "run": str(cli.exp_name), "evaluation": str(out)}, cli.overwrite)
+        print(f"added '{table[1]}' to {path}")
     return 0
 
 
@@ -122,7 +139,7 @@ def elbo(cli, run, ckpt: str, out_root: Path) -> int:
                   "metrics": {"bpd": summary["bpd"], "neg_elbo_nats": summary["neg_elbo_nats"]}}
         return result, {"terms": terms.numpy()}, "terms.npz", None
 
-    return _evaluate(cli, out, compute)
+    return _evaluate(cli, out, compute, run)
 
 
 def _sample_metric(cli, run, ckpt: str, out_root: Path, metric) -> int:
@@ -149,7 +166,7 @@ def _sample_metric(cli, run, ckpt: str, out_root: Path, metric) -> int:
                    "metrics": metric(fake, real, batch)}
         return summary, {"samples": fake.numpy(), "seeds": np.array(seeds)}, "samples.npz", None
 
-    return _evaluate(cli, out, compute)
+    return _evaluate(cli, out, compute, run)
 
 
 def fid(cli, run, ckpt: str, out_root: Path) -> int:

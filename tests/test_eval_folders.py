@@ -261,6 +261,35 @@ def test_levels_elbo_results_are_not_overwritten(runs):
     assert not (out / "never").exists()
 
 
+def test_the_heat_seeds_evaluation_command_line_fills_its_results_table(runs, tmp_path, capsys):
+    """evaluate.py's published flags: --config (not needed), --workdir, --checkpoint 0, --dataset_name,
+    --experiment_name, --param_name; each value lands in <results_root>/<dataset>/evaluation_results/<experiment>/."""
+    run = runs["heat_digits"]
+    root = tmp_path / "tables"
+    seed = ["--config", "configs/digits/default_digits_configs.yaml", "--workdir", str(run), "--checkpoint", "0",
+            "--dataset_name", "digits", "--experiment_name", "experiment1", "--mode", "elbo", "--n_images", "16",
+            "--results_root", str(root), "--savedir", str(tmp_path / "eval"), "--quiet"]
+    assert eval_script.main([*seed, "--param_name", "delta0.0125", "--delta", "0.0125"]) == 0
+    assert eval_script.main([*seed, "--param_name", "delta0.02", "--delta", "0.02"]) == 0
+    folder = root / "digits" / "evaluation_results" / "experiment1"
+    table = json.loads((folder / "elbo_results.json").read_text())
+    assert sorted(table) == ["delta0.0125", "delta0.02"]
+    for key, name in (("delta0.0125", "delta0.0125"), ("delta0.02", "delta0.02")):
+        saved = json.loads((tmp_path / "eval" / name / "metrics.json").read_text())["metrics"]
+        assert table[key]["bpd"] == saved["bpd"]                  # the table holds the evaluation's own numbers
+    assert table["delta0.0125"]["bpd"] != table["delta0.02"]["bpd"]
+    assert len((folder / "elbo.log").read_text().splitlines()) == 2
+    before = (folder / "elbo_results.json").read_text()
+    # The same key in another evaluation folder: refused by the table before any work.
+    status, lines = cli_exit(capsys, *seed, "--param_name", "delta0.02", "--delta", "0.02",
+                             "--savedir", str(tmp_path / "elsewhere"))
+    assert status == 2 and "already holds the elbo result 'delta0.02'" in lines[-1] and "--overwrite" in lines[-1]
+    assert (folder / "elbo_results.json").read_text() == before       # nothing replaced
+    assert not (tmp_path / "elsewhere" / "delta0.02").exists()
+    with pytest.raises(UserError, match="--experiment_name adds elbo / fid / frechet results"):
+        evaluate(run, "--mode", "generate", "--experiment_name", "x")
+
+
 def test_a_mode_that_does_not_apply_is_one_line_from_the_shell(runs):
     proc = subprocess.run([sys.executable, "eval.py", "--exp_name", str(runs["toy"]), "--mode", "generate"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
