@@ -31,7 +31,6 @@ from pathlib import Path
 
 from model_code.errors import UserError, run_cli
 
-from model_code.eval_fields import evaluation_name  # noqa: F401  (the folder names, for scripts and tests)
 
 MODES = ("generate", "superres", "plot", "elbo", "fid", "frechet", "score")
 FIELD_KINDS = ("phase", "real")
@@ -169,14 +168,13 @@ def load(run_path: Path, cli):
     from model_code import build
     from model_code.eval_common import checkpoint_file
 
-    name = checkpoint_file(cli.checkpoint) if cli.checkpoint is not None else (
-        "model.w_total.pt" if (run_path / "model.w_total.pt").is_file() else "model.pt")
-    run = build.load_run(run_path, name, cli.device, use_ema=not cli.no_ema)
-    if cli.checkpoint is None and name != "model.pt" and run.kind not in FIELD_KINDS \
-            and (run_path / "model.pt").is_file():
-        name = "model.pt"
-        run = build.load_run(run_path, name, cli.device, use_ema=not cli.no_ema)
-    return run, name
+    if cli.checkpoint is not None:
+        name = checkpoint_file(cli.checkpoint)
+    else:
+        saved = _saved_kind(run_path)
+        field = saved is None or saved[0] in FIELD_KINDS
+        name = "model.w_total.pt" if field and (run_path / "model.w_total.pt").is_file() else "model.pt"
+    return build.load_run(run_path, name, cli.device, use_ema=not cli.no_ema), name
 
 
 def _warn_if_code_differs(state: dict) -> None:

@@ -68,8 +68,7 @@ def chosen_mode(args) -> str:
 
 def main(argv=None) -> int:
     from model_code import build, run_dir, threads
-    from model_code.eval_common import (checkpoint_file, checkpoint_word, labels_for, refuse_existing,
-                                        sampler_options, sampler_words)
+    from model_code.eval_common import checkpoint_file, checkpoint_word, labels_for, refuse_existing, sampler_options
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     mode = chosen_mode(args)
@@ -96,7 +95,7 @@ def main(argv=None) -> int:
         from model_code.sampling_modes import check_mode
 
         check_mode(mode, options)
-    sampler, word = sampler_words(options)
+    sampler, word = build.sampler_label(options)
     setting = word if process == "levels" else f"{sampler}-{word}"
     out = folder / "additional_samples" / "-".join(
         [mode, checkpoint_word(ckpt), setting, f"seed{args.seed}"] + (["raw"] if args.no_ema else []))

@@ -16,7 +16,7 @@ import torch
 
 from . import config as config_mod
 from .errors import UserError
-from .samplers import SAMPLERS, network_evaluations  # noqa: F401  (re-exported for eval.py / benchmarks)
+from .samplers import SAMPLERS
 from .schedules import edm_sigmas, sigma_levels
 
 GRF_DEFAULT_RESOLUTION = 32

@@ -90,20 +90,12 @@ def sampler_options(run, sampler=None, steps=None, sigma_min=None, delta=None) -
     return build.sampler_setup(run.cfg, sampler, steps, sigma_min)
 
 
-def sampler_words(options: dict) -> tuple:
-    """(sampler, steps word) for folder names: ('annealed_langevin', 'T3'), ('levels', 'delta0.0125'), ..."""
-    from . import build
-
-    if "n_steps" in options:
-        return options.get("sampler", "reverse_sde"), f"steps{options['n_steps']}"
-    return build.sampler_label(options)
-
-
 def sampler_summary(options: dict) -> dict:
     """The sampler settings as JSON: name, steps word, network evaluations per sample, the sigma grid."""
+    from .build import sampler_label
     from .samplers import network_evaluations
 
-    name, word = sampler_words(options)
+    name, word = sampler_label(options)
     rest = {k: v for k, v in options.items() if k not in ("sampler", "sigmas")}
     out = {"sampler": name, "steps": word, "sampler_options": rest}
     if "sigmas" in options:
@@ -129,18 +121,12 @@ def labels_for(run, seeds, label=None):
 def generate(run, seeds, shape, options: dict, batch_size: int, progress: bool = False, log_lines: bool = False,
              labels=None) -> torch.Tensor:
     """len(seeds) samples of one-sample shape `shape` (CPU float32), in chunks of batch_size."""
+    from .processes.base import sample_in_batches
     from .progress import LogLines
 
-    starts = range(0, len(seeds), batch_size)
-    log = LogLines("generate", "batch", len(starts), enabled=log_lines)
-    out = []
-    for done, i in enumerate(starts):
-        part = [int(s) for s in seeds[i:i + batch_size]]
-        lab = None if labels is None else labels[i:i + batch_size].to(run.device)
-        out.append(run.process.sample(run.model, part, tuple(shape), run.device, labels=lab, progress=progress,
-                                      **options).float().cpu())
-        log.tick(len(part), done + 1)
-    return torch.cat(out) if out else torch.empty(0, *shape)
+    log = LogLines("generate", "batch", -(-len(seeds) // batch_size), enabled=log_lines)
+    return sample_in_batches(run.process, run.model, seeds, shape, run.device, batch_size, labels, progress,
+                             after_batch=lambda done, size: log.tick(size, done), **options)
 
 
 def write_evaluation(folder: Path, summary: dict, arrays: dict | None = None, npz: str = "samples.npz") -> None:

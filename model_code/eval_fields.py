@@ -46,9 +46,9 @@ def generate_name(mode: str, checkpoint_name: str, options: dict, factor: int = 
                   ema: bool = True, seed: int = DEFAULT_SEED) -> str:
     """evaluation_name for any process: levels and toy runs put their sampler word (delta, steps) in
     place of the sampler grid, e.g. generate-latest-levels-delta0.0125."""
-    from .eval_common import sampler_words
+    from .build import sampler_label
 
-    sampler, word = sampler_words(options)
+    sampler, word = sampler_label(options)
     if "sigmas" in options:
         return evaluation_name(mode, checkpoint_name, sampler, len(options["sigmas"]), options, factor, sigma_min,
                                ema, seed)
@@ -62,17 +62,15 @@ def sample_fields(cli, run, real: torch.Tensor, options: dict, factor: int, name
     """Generate on the grid of `real` and compare with it: (arrays for samples.npz, summary for metrics.json)."""
     from . import metrics
     from .eval_common import generate, labels_for, run_summary, sampler_summary
+    from .evaluators import FieldStats
 
     kind = run.kind
     seeds = [cli.seed + k for k in range(n)]
     samples = generate(run, seeds, tuple(real.shape[1:]), options, batch_size, progress, log_lines,
                        labels_for(run, seeds))
-    real_stats = metrics.sample_stats(real, kind)
-    gen_stats = metrics.sample_stats(samples, kind)
-    values = metrics.validation_metrics(real, samples, kind, real_stats)
-    floor = metrics.floor_metrics(real, kind)
-    values.update(metrics.relative_to_floor(values, floor))
-    values.update(metrics.floor_columns(floor, metrics.floor_interval(real, kind, real_stats_cached=real_stats)))
+    stats = FieldStats(kind, real)
+    real_stats, gen_stats = stats.real_stats, metrics.sample_stats(samples, kind)
+    values = stats.values(samples)
     arrays = dict(samples=samples.numpy(), var=gen_stats["var"].numpy(), skew=gen_stats["skew"].numpy(),
                   real_var=real_stats["var"].numpy(), real_skew=real_stats["skew"].numpy(),
                   real_mean=real.mean(0).numpy(), seeds=np.array(seeds))

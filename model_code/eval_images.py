@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from .eval_common import DEFAULT_SEED, checkpoint_word, finish_name, sampler_words
+from .build import sampler_label
+from .eval_common import DEFAULT_SEED, checkpoint_word, finish_name
 
 
 def elbo_name(checkpoint: str, delta: float, split: str, n_images=None, ema: bool = True,
@@ -31,7 +32,7 @@ def sample_metric_name(mode: str, checkpoint: str, options: dict, n: int, split:
                        ema: bool = True, seed: int = DEFAULT_SEED) -> str:
     """<mode>-<checkpoint>-<sampler>-<steps word>[-smin<s>]-gen<n>[-train][-raw][-seed<seed>],
     e.g. fid-latest-levels-delta0.0125-gen1000 or frechet-latest-heun_ode-steps20-gen256."""
-    sampler, word = sampler_words(options)
+    sampler, word = sampler_label(options)
     parts = [mode, checkpoint_word(checkpoint), sampler, word]
     if sigma_min is not None and sampler not in ("annealed_langevin", "levels"):
         parts.append(f"smin{sigma_min:g}")

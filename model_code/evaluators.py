@@ -57,6 +57,10 @@ class FieldStats(Evaluator):
     def __call__(self, ctx) -> dict:
         samples = ctx.generate(self.n)
         self.last_samples = samples
+        return self.values(samples)
+
+    def values(self, samples: torch.Tensor) -> dict:
+        """The metrics of `samples` against the validation fields, with the floor columns."""
         values = M.validation_metrics(self.valid, samples, self.kind, self.real_stats)
         values.update(M.relative_to_floor(values, self.floor))
         values.update(self.floor_columns)

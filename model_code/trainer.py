@@ -34,6 +34,7 @@ from . import checkpoint
 from .distributed import Context
 from .errors import UserError
 from .files import trim_jsonl
+from .processes.base import sample_in_batches
 from .progress import LogLines
 
 
@@ -212,8 +213,8 @@ class Trainer:
         if unit % s.record_interval == 0 or last:
             values = self.record(unit)
             # The log line: the tracked metrics and their multiples of the real-vs-real floor.
-            log.metrics(unit, {k: v for k, v in values.items()
-                               if k in self._tracked() or k.endswith(("_x_floor", "_floor"))})
+            tracked = self._tracked()
+            log.metrics(unit, {k: v for k, v in values.items() if k in tracked or k.endswith("_floor")})
             row = {**(row or {s.unit: unit, "step": self.step}), **values}
         if s.figure_interval and (unit % s.figure_interval == 0 or last) and self.figure is not None:
             self.draw_figure(unit)
@@ -313,16 +314,10 @@ class Trainer:
         seed = self.s.eval_seed if seed is None else seed
         model = self.sampling_model().eval()
         mine = [seed + k for k in range(n)][self.dist.shard(n)]
-        parts = []
-        for start in range(0, len(mine), self.s.eval_batch_size):
-            seeds = mine[start:start + self.s.eval_batch_size]
-            labels = None
-            if self.s.num_classes:
-                labels = torch.tensor([(s - seed) % self.s.num_classes for s in seeds], device=self.device)
-            parts.append(self.process.sample(model, seeds, self.s.sample_shape, self.device, labels=labels,
-                                             **self.s.sample_options))
-        mine = torch.cat(parts) if parts else torch.empty(0, *self.s.sample_shape)
-        return self.dist.gather_cat(mine.float().cpu())
+        labels = torch.tensor([(s - seed) % self.s.num_classes for s in mine]) if self.s.num_classes else None
+        mine = sample_in_batches(self.process, model, mine, self.s.sample_shape, self.device,
+                                 self.s.eval_batch_size, labels, **self.s.sample_options)
+        return self.dist.gather_cat(mine)
 
     def context(self):
         cache = {}

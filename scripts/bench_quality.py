@@ -19,12 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from model_code import build  # noqa: E402  (after the sys.path line)
+from model_code.samplers import SAMPLERS, network_evaluations  # noqa: E402
 
 
 def sampler_setup(cfg, name, steps=None):
     """(sampler function, sigma grid, options) of build.sampler_setup's options."""
-    from model_code.samplers import SAMPLERS
-
     options = build.sampler_setup(cfg, name, steps)
     return SAMPLERS[options.pop("sampler")], options.pop("sigmas"), options
 
@@ -81,7 +80,7 @@ def evaluate(run_dir: Path, n: int, factor: int, out: Path, sampler_name: str, o
     plotting.plot_fields(torch.cat([real_a[:4], samples[:4]]), out / f"samples_{tag}", kind="real", ncols=4,
                          titles=["real"] * 4 + ["generated"] * 4, exts=("png",))
     return {"resolution": res, "sampler": sampler_name, "n": n, "options": options,
-            "nfe": build.network_evaluations(sampler_name, len(sigmas), options), "sampling_s": seconds,
+            "nfe": network_evaluations(sampler_name, len(sigmas), options), "sampling_s": seconds,
             "n_nonfinite": gen["n_nonfinite"], "figures": [f"final_stats_{tag}.png", f"samples_{tag}.png"],
             **{k: gen[k] for k in ("w_var", "w_skew")}, **{f"floor_{k}": floor[k] for k in ("w_var", "w_skew")},
             **{f"{k}_x_floor": gen[k] / floor[k] for k in ("w_var", "w_skew")}}

@@ -45,12 +45,11 @@ SIGMA_MIN_SWEEP = (0.05, 0.1, 0.2)   # (b): last grid level of the fast samplers
 REAL_SEED = 7_000
 FLOOR_SEED = 8_000
 from model_code import build  # noqa: E402  (after the sys.path line)
+from model_code.samplers import SAMPLERS, network_evaluations  # noqa: E402
 
 
 def sampler_setup(cfg, name, steps=None):
     """(sampler function, sigma grid, options) of build.sampler_setup's options."""
-    from model_code.samplers import SAMPLERS
-
     options = build.sampler_setup(cfg, name, steps)
     return SAMPLERS[options.pop("sampler")], options.pop("sigmas"), options
 
@@ -383,7 +382,7 @@ def trained_part(a, out: Path, suffix: str):
     def execute(name, label, sigmas, options, force=False):
         """Run one configuration unless its estimated cost exceeds what is left of the budget."""
         nonlocal s_per_nfe
-        nfe = build.network_evaluations(name, len(sigmas), options)
+        nfe = network_evaluations(name, len(sigmas), options)
         estimate = nfe * s_per_nfe
         if not force and estimate > budget_s - (time.time() - start):
             skipped.append({"sampler": name, "config": label, "nfe": nfe, "estimate_s": estimate})

@@ -79,10 +79,10 @@ def snapshot(folder):
 
 
 def test_names_hold_every_setting_that_changes_the_samples():
+    from model_code.eval_fields import evaluation_name as name
     from model_code.eval_fields import generate_name
     from model_code.eval_images import elbo_name, sample_metric_name
 
-    name = eval_script.evaluation_name
     assert name("generate", "model.w_total.pt", "annealed_langevin", 4, {"T": 2}) == \
         "generate-w_total-annealed_langevin-T2"
     assert name("generate", "model.w_total.pt", "dpm_solver_2m", 5, {}, sigma_min=0.05) == \

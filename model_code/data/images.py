@@ -77,7 +77,6 @@ def load_digits_images(image_size: int = 8) -> torch.Tensor:
 
 def _torchvision_datasets():
     try:
-        import torchvision  # noqa: F401
         from torchvision import datasets
     except Exception as err:   # ImportError, or a torchvision built for another torch (RuntimeError)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

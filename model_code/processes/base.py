@@ -158,3 +158,19 @@ def check_options(fn: Callable, options: dict, fixed: Sequence[str], what: str) 
     if unknown:
         raise TypeError(f"{what}: unknown option(s) {', '.join(unknown)}; "
                         f"accepted: {', '.join(sorted(named - set(fixed))) or 'none'}")
+
+
+def sample_in_batches(process, model, seeds: Sequence[int], shape, device, batch_size: int,
+                      labels: Optional[Tensor] = None, progress: bool = False,
+                      after_batch: Optional[Callable[[int, int], None]] = None, **options) -> Tensor:
+    """process.sample over chunks of `batch_size` seeds, as CPU float32. Sample k depends on its seed
+    alone, so the chunking never changes it; after_batch(batches done, samples in the batch) reports progress."""
+    out = []
+    for done, start in enumerate(range(0, len(seeds), batch_size), 1):
+        part = [int(s) for s in seeds[start:start + batch_size]]
+        chunk = None if labels is None else labels[start:start + batch_size].to(device)
+        out.append(process.sample(model, part, tuple(shape), device, labels=chunk, progress=progress,
+                                  **options).float().cpu())
+        if after_batch is not None:
+            after_batch(done, len(part))
+    return torch.cat(out) if out else torch.empty(0, *shape)
