@@ -99,7 +99,8 @@ def parse_args(argv=None):
 def modes_for(kind: str, process: str, elbo: bool = True) -> tuple:
     """The modes that apply to a run of data `kind` and process `process`."""
     if kind in FIELD_KINDS:
-        return ("generate", "superres", "plot") if process in ("ve", "interpolant") else ("generate", "plot")
+        return ("generate", "superres", "plot") if process in ("ve", "interpolant", "adversarial") \
+            else ("generate", "plot")
     if kind == "image":
         return ("generate", "elbo", "fid", "frechet") if process == "levels" and elbo else ("generate", "fid",
                                                                                             "frechet")

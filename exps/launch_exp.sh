@@ -2,6 +2,7 @@
 # exps/launch_exp.sh -- submit a training run to Slurm.
 #
 #   sbatch launch_exp.sh sbgm <experiment name> <config file> [<config file> ...] [key=value ...]
+#   sbatch launch_exp.sh gano <experiment name> <config file> [...]   (the GANO baseline)
 #   bash   launch_exp.sh sbgm <experiment name> <config file> [...] [key=value ...]   (no Slurm)
 #
 # The job runs `bash main.sh "$@"` (see main.sh): the code is copied into

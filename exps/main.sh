@@ -2,6 +2,7 @@
 # exps/main.sh -- start one training run.
 #
 #   RUN_LOCAL=1 bash main.sh sbgm <name> <config> [<config> ...] [key=value ...]   run in place
+#   RUN_LOCAL=1 bash main.sh gano <name> <config> [...]   the GANO baseline (process.type=adversarial)
 #               bash main.sh sbgm <name> <config> [<config> ...] [key=value ...]   copy code, run the copy
 #               bash main.sh <name> <config> [...]                                 same, method = sbgm
 #
@@ -34,7 +35,7 @@ EXPS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "${EXPS_DIR}/.." && pwd)"
 
 usage() {
-    echo "usage: [RUN_LOCAL=1] bash main.sh [sbgm] <experiment name> <config file> [<config file> ...] [key=value ...]" >&2
+    echo "usage: [RUN_LOCAL=1] bash main.sh [sbgm|gano] <experiment name> <config file> [<config file> ...] [key=value ...]" >&2
     exit 2
 }
 die() {
@@ -54,9 +55,6 @@ if is_method "$1"; then
     shift
 else
     METHOD="sbgm"   # the seed-000 form: main.sh <name> <json>
-fi
-if [ "${METHOD}" != "sbgm" ]; then
-    die "method '${METHOD}' is not available yet (only sbgm)"
 fi
 [ "$#" -ge 2 ] || usage
 NAME="$1"
@@ -108,6 +106,13 @@ if [ "${SLURM_NTASKS:-1}" -gt 1 ] && [ -z "${SLURM_STEP_NUM_TASKS:-}" ]; then
     echo "starting ${SLURM_NTASKS} processes with srun"
 fi
 
+# gano trains the adversarial baseline on the same config (the network is its generator);
+# a key=value given after the config files still wins.
+METHOD_ARGS=()
+if [ "${METHOD}" = "gano" ]; then
+    METHOD_ARGS=(process.type=adversarial)
+fi
+
 case "${RUN_LOCAL:-}" in
     ""|0|false|no) RUN_LOCAL=0 ;;
     *) RUN_LOCAL=1 ;;
@@ -115,7 +120,7 @@ esac
 
 if [ "${RUN_LOCAL}" = 1 ]; then
     cd "${REPO_ROOT}"
-    exec "${LAUNCHER[@]}" "${PYTHON}" train.py --config "${CONFIGS[@]}" --savedir "${RUN_DIR}" "$@"
+    exec "${LAUNCHER[@]}" "${PYTHON}" train.py --config "${CONFIGS[@]}" --savedir "${RUN_DIR}" ${METHOD_ARGS[@]+"${METHOD_ARGS[@]}"} "$@"
 fi
 
 # ---- copy the code into the run folder ----------------------------------------
@@ -179,4 +184,4 @@ for i in "${!CONFIGS[@]}"; do
 done
 
 cd "${CODE_DIR}"
-exec "${LAUNCHER[@]}" "${PYTHON}" train.py --config "${CONFIGS[@]}" --savedir "${RUN_DIR}" "$@"
+exec "${LAUNCHER[@]}" "${PYTHON}" train.py --config "${CONFIGS[@]}" --savedir "${RUN_DIR}" ${METHOD_ARGS[@]+"${METHOD_ARGS[@]}"} "$@"

@@ -107,6 +107,14 @@ def build_process(cfg, data, noise):
         o = cfg.objective
         return InterpolantProcess(noise, build_interpolant(p.interpolant), o.model_output, o.loss_target,
                                   o.time_sampler)
+    if p.type == "adversarial":
+        from .nets import describe_net
+        from .processes.adversarial import AdversarialProcess
+
+        a = p.adversarial
+        # The critic is the generator's network type with one output channel (GANO uses one architecture).
+        critic = describe_net(build_net(cfg, data.shape, out_channels=1))
+        return AdversarialProcess(noise, critic, a.n_critic, a.lambda_grad, a.kernel_width, a.output)
     if p.type == "levels":
         from .processes.linear import build_map
         from .processes.levels import LevelsProcess
@@ -148,17 +156,19 @@ def analytic_score(cfg):
 
 
 # -------------------------------------------------------------------- network
-def build_net(cfg, shape, num_classes: int = 0):
+def build_net(cfg, shape, num_classes: int = 0, out_channels: Optional[int] = None):
+    """The config's backbone for data of one-sample `shape` (out_channels: default the data's channels)."""
     from .nets import build_net as make
 
     n = cfg.net
     channels = shape[0]
+    out = channels if out_channels is None else out_channels
     if n.type == "mlp":
         return make("mlp", **config_mod.to_dict(cfg)["net"]["mlp"])
     if n.type == "unet":
         return make("unet", in_channels=channels, out_channels=channels, num_classes=num_classes,
                     **config_mod.to_dict(cfg)["net"]["unet"])
-    common = dict(in_channels=channels, out_channels=channels, width=n.width, n_modes=n.n_modes,
+    common = dict(in_channels=channels, out_channels=out, width=n.width, n_modes=n.n_modes,
                   embedding_dim=n.embedding_dim, factorization=n.factorization, rank=n.rank,
                   domain_padding=n.domain_padding)
     if n.type == "fno":
@@ -174,6 +184,8 @@ def sampler_setup(cfg, name: str | None = None, steps: int | None = None, sigma_
     Langevin steps per level (T) or the number of EDM-grid levels. levels: delta. wrapped_ve: steps.
     """
     p, s = cfg.process, cfg.sampler
+    if p.type == "adversarial":
+        return {}                        # one generator evaluation, nothing to choose
     if p.type == "levels":
         return {"delta": s.delta}
     if p.type == "wrapped_ve":
@@ -193,6 +205,8 @@ def sampler_setup(cfg, name: str | None = None, steps: int | None = None, sigma_
 
 def sampler_label(options: dict) -> tuple:
     """(sampler name, steps word) for folder names: e.g. ('annealed_langevin', 'T3'), ('heun_ode', 'steps20')."""
+    if not options:
+        return "generator", "nfe1"
     if "delta" in options:
         return "levels", f"delta{options['delta']:g}"
     if "n_steps" in options:
@@ -226,6 +240,12 @@ def build_evaluators(cfg, data, kind: str, warn: bool = True) -> list:
             out.append(ev.LevelsELBO(cfg.eval.n_valid, cfg.eval.batch_size, seed=cfg.seed + 2))
         elif name == "frechet":
             out.append(ev.Frechet(cfg.eval.n_samples))
+        elif name == "spectrum":
+            from .spectrum import SpectrumError
+
+            if kind not in ("phase", "real"):
+                raise UserError("eval.evaluators: spectrum needs field data (volcano, grf)")
+            out.append(SpectrumError(data.valid, n=cfg.eval.n_samples, seed=cfg.seed))
         elif name == "score_error":
             from .data.toy import TwoAtomData
             from .processes.wrapped_ve import SigmaSchedule
@@ -234,7 +254,8 @@ def build_evaluators(cfg, data, kind: str, warn: bool = True) -> list:
             out.append(ev.ToyScoreError(analytic_score(cfg), TwoAtomData(a.mu, a.sigma_d, a.symmetrize),
                                         SigmaSchedule(w.schedule, w.sigma_min, w.sigma_max)))
         else:
-            raise UserError(f"eval.evaluators: unknown evaluator '{name}' (field_stats, elbo, frechet, score_error)")
+            raise UserError(f"eval.evaluators: unknown evaluator '{name}' (field_stats, spectrum, elbo, frechet, "
+                            f"score_error)")
     known = [m for e in out for m in e.metrics]
     for name in cfg.train.track or []:
         if name not in known:
@@ -243,15 +264,26 @@ def build_evaluators(cfg, data, kind: str, warn: bool = True) -> list:
 
 
 # ------------------------------------------------------------------ optimiser
+def decay_groups(module, weight_decay: float, **settings) -> list:
+    """Parameter groups of `module`: weight decay on weight matrices and kernels, never on biases or norm scales."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay, **settings},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, **settings}]
+    return [g for g in groups if g["params"]]
+
+
 def build_optimizer(cfg, model):
-    """Adam / AdamW; weight decay only on weight matrices and kernels, never on biases or norm scales."""
+    """Adam / AdamW over decay groups; GANO's generator and critic have their own learning rates and betas."""
     o = cfg.optim
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": o.weight_decay},
-              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
-    return cls(groups, lr=o.lr)
+    if cfg.process.type != "adversarial":
+        return cls(decay_groups(model, o.weight_decay), lr=o.lr, betas=tuple(o.betas))
+    a = cfg.process.adversarial
+    critic = dict(lr=a.critic_lr or o.lr, betas=tuple(a.critic_betas or o.betas))
+    generator = dict(lr=o.lr, betas=tuple(o.betas))
+    return cls(decay_groups(model.generator, o.weight_decay, **generator)
+               + [{"params": [model.out_scale, model.out_shift], "weight_decay": 0.0, **generator}]
+               + decay_groups(model.critic, o.weight_decay, **critic), lr=o.lr)
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
@@ -284,7 +316,7 @@ def build_parts(cfg, data_dir, device):
     else:
         kind, shape = data.kind, data.shape
         num_classes = data.num_classes if cfg.data.conditional else 0
-    noise = build_noise(cfg, shape[0]) if cfg.process.type in ("ve", "interpolant") else None
+    noise = build_noise(cfg, shape[0]) if cfg.process.type in ("ve", "interpolant", "adversarial") else None
     process = build_process(cfg, data, noise)
     net = build_net(cfg, shape, num_classes)
     model = process.wrap(net).to(device)
@@ -330,7 +362,7 @@ def build_trainer(cfg, savedir, data_dir, dist=None, device=None, progress: bool
     ema = EMA(parts.model, o.ema_rate) if o.ema_rate is not None else None
     valid = (None, None) if data is None else (data.valid, data.valid_labels if cfg.data.conditional else None)
     start = None
-    if parts.noise is not None and parts.kind in ("phase", "real"):
+    if cfg.process.type in ("ve", "interpolant") and parts.kind in ("phase", "real"):
         p = cfg.process
         sigmas = sigma_levels(p.sigma_max, p.sigma_min, p.num_levels, p.schedule)
         start = partial(figures.noise_figures, parts.noise, sigmas, data.train[0], cfg.seed)

@@ -159,8 +159,24 @@ def validate(cfg: Config) -> None:
     _need(not d.conditional or (d.dataset in ("digits", "mnist", "cifar10") and n.type == "unet"),
           f"data.conditional needs labelled images (digits, mnist, cifar10) and net.type=unet; got {d.dataset}, "
           f"{n.type}")
+    _need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"optim.betas must be two numbers in [0, 1); "
+                                                                   f"got {o.betas}")
+    if p.type == "adversarial":
+        _validate_adversarial(cfg)
     if toy:
         _validate_toy(cfg)
+
+
+def _validate_adversarial(cfg: Config) -> None:
+    a = cfg.process.adversarial
+    _need(cfg.net.type in ("uno", "fno") and cfg.data.dataset in ("volcano", "grf"),
+          f"process.type=adversarial (GANO) needs neural operators (net.type uno or fno) on fields (data.dataset "
+          f"volcano or grf); got {cfg.net.type}, {cfg.data.dataset}")
+    _need(a.n_critic >= 1 and a.kernel_width >= 1, "process.adversarial.n_critic and kernel_width must be >= 1")
+    _need(a.lambda_grad >= 0, f"process.adversarial.lambda_grad must be >= 0; got {a.lambda_grad}")
+    _need(a.critic_lr is None or a.critic_lr > 0, f"process.adversarial.critic_lr must be > 0 or null; got {a.critic_lr}")
+    _need(a.critic_betas is None or (len(a.critic_betas) == 2 and all(0 <= b < 1 for b in a.critic_betas)),
+          f"process.adversarial.critic_betas must be two numbers in [0, 1) or null; got {a.critic_betas}")
 
 
 def _validate_toy(cfg: Config) -> None:

@@ -55,6 +55,7 @@ PUBLISHED: Dict[str, object] = {
     "Ntest": "eval.n_samples", "val_batch_size": "eval.batch_size", "val_seed": "eval.seed", "n_plot": "eval.n_plot",
     "sampler": "sampler.name", "ode_steps": "sampler.steps", "rho": "sampler.rho", "S_churn": "sampler.S_churn",
     "T": "sampler.T", "epsilon": "sampler.epsilon", "final_denoise": "sampler.final_denoise",
+    "n_critic": "process.adversarial.n_critic", "lambda_grad": "process.adversarial.lambda_grad",
 }
 
 LEVELS: Dict[str, object] = {

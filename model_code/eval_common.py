@@ -98,6 +98,8 @@ def sampler_summary(options: dict) -> dict:
     name, word = sampler_label(options)
     rest = {k: v for k, v in options.items() if k not in ("sampler", "sigmas")}
     out = {"sampler": name, "steps": word, "sampler_options": rest}
+    if name == "generator":
+        out["nfe"] = 1
     if "sigmas" in options:
         sigmas = [float(s) for s in options["sigmas"]]
         out.update(nfe=network_evaluations(name, len(sigmas), rest), sigmas=sigmas)

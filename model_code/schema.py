@@ -28,7 +28,7 @@ def _group(cls, help):
 
 
 DATASETS = ("volcano", "grf", "digits", "mnist", "cifar10", "folder", "two_atoms")
-PROCESSES = ("ve", "interpolant", "levels", "wrapped_ve")
+PROCESSES = ("ve", "interpolant", "levels", "wrapped_ve", "adversarial")
 NETS = ("uno", "fno", "unet", "mlp")
 SAMPLER_NAMES = ("annealed_langevin", "heun_ode", "euler_ode", "dpm_solver_2m", "euler_maruyama",
                  "predictor_corrector", "edm_stochastic")
@@ -81,7 +81,7 @@ class DataConfig:
 # ============================================================================ noise
 @dataclass
 class NoiseConfig:
-    """The Gaussian noise N(0, C) of the VE and interpolant processes."""
+    """The Gaussian noise N(0, C) of the VE and interpolant processes (and GANO's input functions)."""
 
     type: str = _f("grf", "noise of the VE / interpolant processes: white N(0, I) or grf N(0, C)",
                    choices=("grf", "white"))
@@ -125,12 +125,27 @@ class WrappedVEConfig:
 
 
 @dataclass
+class AdversarialConfig:
+    """GANO: a generator operator fed with the noise functions, a functional critic, WGAN-GP in function space."""
+
+    n_critic: int = _f(10, "critic updates per generator update (the generator steps on every n-th step)")
+    lambda_grad: float = _f(10.0, "weight of the gradient penalty E (||dD/du||_L2 - 1)^2, whose norm is a "
+                            "quadrature over the grid (the same at every resolution)")
+    critic_lr: Optional[float] = _f(None, "critic learning rate (null: optim.lr, the generator's)")
+    critic_betas: Optional[List[float]] = _f(None, "critic Adam betas (null: optim.betas)")
+    kernel_width: int = _f(16, "hidden width of the critic's weight function k(s) in D(u) = int k(s) f(u)(s) ds")
+    output: str = _f("identity", "generator output map: identity, or tanh (values in [-1, 1], as published for the "
+                     "cos / sin volcano fields)", choices=("identity", "tanh"))
+
+
+@dataclass
 class ProcessConfig:
     """The forward process; the flat keys are those of the VE levels and the interpolant."""
 
     type: str = _f("ve", "forward process: ve (annealed noise levels, score-based), interpolant "
                    "(x_t = alpha(t) x0 + sigma(t) x1), levels (heat dissipation and the linear maps), "
-                   "wrapped_ve (VE on the torus, the toy problem)", choices=PROCESSES)
+                   "wrapped_ve (VE on the torus, the toy problem), adversarial (GANO: generator and critic; "
+                   "net is the generator, the critic is the same network type)", choices=PROCESSES)
     interpolant: str = _f("rectified_flow", "interpolant: rectified_flow (1-t, t), cosine (cos, sin of pi t/2), "
                           "linear_vp (beta 0.1..20)", choices=("rectified_flow", "cosine", "linear_vp"))
     schedule: str = _f("geometric", "spacing of the noise levels sigma_max > ... > sigma_min",
@@ -145,6 +160,7 @@ class ProcessConfig:
     sigma_data: float = _f(0.7, "ve: typical data standard deviation of the EDM preconditioning")
     levels: LevelsProcessConfig = _group(LevelsProcessConfig, "levels process (type: levels)")
     wrapped_ve: WrappedVEConfig = _group(WrappedVEConfig, "wrapped VE process of the toy (type: wrapped_ve)")
+    adversarial: AdversarialConfig = _group(AdversarialConfig, "GANO baseline (type: adversarial)")
 
 
 # ============================================================================ network
@@ -254,7 +270,8 @@ class OptimConfig:
     """Optimiser, learning-rate schedule and EMA of the weights."""
 
     name: str = _f("adam", "optimiser: adam or adamw (decoupled weight decay)", choices=("adam", "adamw"))
-    lr: float = _f(2e-4, "peak learning rate")
+    lr: float = _f(2e-4, "peak learning rate (adversarial: the generator's)")
+    betas: List[float] = _f([0.9, 0.999], "Adam / AdamW betas (adversarial: the generator's)")
     weight_decay: float = _f(0.0, "weight decay (adamw: decoupled); never applied to biases and norm weights")
     warmup: int = _f(0, "linear learning-rate warm-up over this many steps")
     schedule: str = _f("constant", "learning rate after warm-up: constant, or cosine decay to lr * min_lr_ratio "
@@ -300,8 +317,10 @@ class EvalConfig:
     """Evaluations during training (and eval.py's defaults)."""
 
     evaluators: Optional[List[str]] = _f(None, "validation evaluators: field_stats (w_var, w_skew, w_total, "
-                                         "mean_l2, mean_phase_l2), elbo (levels: bits/dim), frechet (digits "
-                                         "classifier features), score_error (toy); null: the system's defaults")
+                                         "mean_l2, mean_phase_l2), spectrum (fields: spectrum_error, the mean "
+                                         "relative error of the radially averaged power spectrum), elbo (levels: "
+                                         "bits/dim), frechet (digits classifier features), score_error (toy); null: "
+                                         "the system's defaults")
     n_samples: int = _f(256, "samples generated per evaluation")
     n_valid: Optional[int] = _f(None, "validation examples used by the loss / ELBO evaluators (null = all)")
     batch_size: int = _f(128, "batch size of generation and evaluation")

@@ -1,8 +1,9 @@
 """THE training loop of every system (after EDM's training_loop: one loop, one loss call).
 
 Receives built objects (build.py) and plain settings; never reads the config. Each step:
-a batch from the data source, `process.loss(model, batch, generator, shard, step)` on this
-rank's shard, gradients averaged over ranks, LR schedule, clipping, optimiser, EMA. Runs are
+a batch from the data source, `process.train_step(model, batch, generator, shard, step, update)`
+on this rank's shard (the process's loss; GANO updates its critic, then its generator), where
+`update` averages gradients over ranks, clips and steps the optimiser; LR schedule, EMA. Runs are
 counted in epochs (finite data) or steps (streams, step-counted runs); every interval below
 counts that unit:
 
@@ -23,6 +24,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Optional
@@ -246,24 +248,20 @@ class Trainer:
         self._set_lr()
         n = len(batch)
         shard, count = self._shard(n)
-        draw = self.process.loss(self.model, batch.to(self.device), self.generator, shard, self.step)
-        self.optimizer.zero_grad(set_to_none=True)
         # Each rank's mean over its rows, weighted so that averaging over ranks gives the batch mean.
-        (draw.loss * (count * self.dist.world_size / n)).backward()
-        self.dist.average_gradients(self.model.parameters())
-        if self.s.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip)
-        self.optimizer.step()
+        update = partial(self._update, count * self.dist.world_size / n)
+        draw = self.process.train_step(self.model, batch.to(self.device), self.generator, shard, self.step, update)
         self._update_ema()
         names = ["loss", *draw.terms]
         # One all-reduce per step: the global loss terms and whether any rank was signalled.
         *totals, stops = self.dist.sum([float(draw.loss.detach()) * count,
                                         *(v * count for v in draw.terms.values()), float(self.stop_requested)])
         self.stop_everywhere = stops > 0
-        if not math.isfinite(totals[0]):
+        bad = [name for name, total in zip(names, totals) if not math.isfinite(total)]
+        if bad:
             # Nothing is saved from here on: model.pt on disk is the last good state.
-            raise TrainingDiverged(f"loss became {totals[0] / n} at step {self.step}; stopped, the last good "
-                                   f"checkpoint is kept in {self.savedir}")
+            raise TrainingDiverged(f"{bad[0]} became {totals[names.index(bad[0])] / n} at step {self.step}; "
+                                   f"stopped, the last good checkpoint is kept in {self.savedir}")
         self.step += 1
         for name, total in zip(names, totals):
             self.running[name] = self.running.get(name, 0.0) + total / n
@@ -271,6 +269,17 @@ class Trainer:
         if self.writer is not None:
             self.writer.add_scalar("train/loss_step", totals[0] / n, self.step)
         return dict(zip(names, totals)), n
+
+    def _update(self, weight: float, loss, parameters=None) -> None:
+        """Backpropagate `loss` (times `weight`) into `parameters` (None: all), average the gradients
+        over the ranks, clip them and step the optimiser (parameters without a gradient stay as they are)."""
+        params = list(self.model.parameters()) if parameters is None else list(parameters)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss * weight).backward(inputs=None if parameters is None else params)
+        self.dist.average_gradients(params)
+        if self.s.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, self.s.grad_clip)
+        self.optimizer.step()
 
     def _update_ema(self) -> None:
         if self.ema is None:

@@ -1,6 +1,6 @@
 """Tiny configurations of every system, shared by the tests of behaviour all systems have in common.
 
-Each entry: the config files and key=value overrides of a run that trains in seconds on one
+Each entry (seven systems: VE, interpolant, heat, a linear map, the toy, the starter, GANO): the config files and key=value overrides of a run that trains in seconds on one
 core. `train_args(name, savedir, *extra)` is the train.py argument list. VE volcano needs the
 synthetic volcano data (the `volcano_dir` fixture in conftest.py, passed as DATA_DIR).
 """
@@ -37,7 +37,18 @@ SYSTEMS = {
     "starter_digits": (["configs/starter/rectified_flow_digits.yaml"],
                        ["data.max_examples=64", "train.batch_size=16", "sampler.steps=3", "eval.evaluators=[]",
                         *_UNET, *_STEPS]),
+    "gano_grf": (["configs/gano/grf_32px.yaml"],
+                 ["data.resolution=8", "data.grf_n_train=32", "data.grf_n_valid=16", "train.batch_size=8",
+                  "train.epochs=3", "train.record_interval=3", "train.max_minutes=null", "eval.n_samples=16",
+                  "eval.batch_size=16", "eval.n_plot=4", "process.adversarial.n_critic=2", "net.width=4",
+                  "net.channel_multipliers=[1,2]", "net.n_modes=3", "net.embedding_dim=8",
+                  "process.adversarial.kernel_width=4", "train.tensorboard=false", "train.device=cpu"]),
 }
+
+
+def method(name):
+    """The launcher's method word of a system (main.sh / launch_exp.sh): gano for the adversarial baseline."""
+    return "gano" if name.startswith("gano") else "sbgm"
 
 
 def train_args(name, savedir, *extra):

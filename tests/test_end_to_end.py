@@ -210,6 +210,3 @@ def test_user_mistakes_end_in_one_line(launched, data_dir, tmp_path):
     one_line_error(run(train + ["--savedir", str(run_dir), *TINY[:-1], "n_plot=5"], env), "different config",
                    "n_plot")
     assert (run_dir / "results.json").read_bytes() == before
-    # gano is parsed but not available yet
-    one_line_error(run(["bash", "exps/main.sh", "gano", "x", "exps/json/quickstart.json"],
-                       dict(env, RUN_LOCAL="1")), "not available yet")

@@ -28,7 +28,8 @@ DPM = "generate-w_total-dpm_solver_2m-steps5"
 APPLIES = {"ve_volcano": ("generate", "superres", "plot"), "interpolant_grf": ("generate", "superres", "plot"),
            "heat_digits": ("generate", "elbo", "fid", "frechet"),
            "linear_digits": ("generate", "elbo", "fid", "frechet"),
-           "starter_digits": ("generate", "fid", "frechet"), "toy": ("score",)}
+           "starter_digits": ("generate", "fid", "frechet"), "toy": ("score",),
+           "gano_grf": ("generate", "superres", "plot")}
 IMAGES = ("heat_digits", "linear_digits", "starter_digits")
 
 

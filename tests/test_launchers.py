@@ -204,13 +204,17 @@ def test_exit_code_of_python_is_propagated(sb):
     assert r.returncode == 3
 
 
-def test_gano_is_refused(sb):
-    r = sb.run("main.sh", "gano", "g", "json/quick.json", RUN_LOCAL=1)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert lines == ["main.sh: method 'gano' is not available yet (only sbgm)"]
-    assert sb.calls() == []
-    assert not sb.savedir.exists()
+def test_gano_method_trains_the_adversarial_process_of_the_same_config(sb):
+    """`main.sh gano NAME FILE` is `process.type=adversarial` after the files; the user's key=value still wins."""
+    r = sb.run("main.sh", "gano", "g", "json/quick.json", "net.width=8", "--quiet", RUN_LOCAL=1)
+    assert r.returncode == 0, r.stderr
+    (call,) = sb.calls()
+    run = Path(call["argv"][4])
+    assert run.parent == sb.savedir / "g"
+    assert call["argv"] == ["train.py", "--config", str(sb.exps / "json" / "quick.json"), "--savedir", str(run),
+                            "process.type=adversarial", "net.width=8", "--quiet"]
+    r = sb.run("main.sh", "sbgm", "s", "json/quick.json", RUN_LOCAL=1)
+    assert "process.type=adversarial" not in sb.calls()[1]["argv"]
 
 
 @pytest.mark.parametrize("args", [(), ("onlyname",), ("sbgm",), ("sbgm", "name"),
@@ -445,9 +449,7 @@ def test_launch_eval_method_less_and_latest_run(sb):
 
 def test_launch_eval_errors(sb):
     r = sb.run("launch_eval.sh", "gano", "e/1", "--mode=plot")
-    assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == [
-        "launch_eval.sh: method 'gano' is not available yet (only sbgm)"]
+    assert r.returncode == 2 and "no run folder" in r.stderr
     r = sb.run("launch_eval.sh", "sbgm", "missing/1", "--mode=plot")
     assert r.returncode == 2 and "no run folder" in r.stderr
     r = sb.run("launch_eval.sh")

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from model_code import checkpoint, config
-from systems import SYSTEMS
+from systems import SYSTEMS, method
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = sorted(SYSTEMS)
@@ -125,14 +125,19 @@ def runs(cluster, tmp_path_factory, volcano_dir):
     jobs = {}
     for name in NAMES:
         files, overrides = SYSTEMS[name]
-        jobs[name] = submit([*RESOURCES, "exps/launch_exp.sh", "sbgm", name, *files, *overrides, "--quiet"],
+        jobs[name] = submit([*RESOURCES, "exps/launch_exp.sh", method(name), name, *files, *overrides, "--quiet"],
                             savedir, logs, DATA_DIR=str(volcano_dir))
     evaluate = submit([*RESOURCES, f"--dependency=afterok:{jobs['ve_volcano']}", "exps/launch_eval.sh", "sbgm",
                        f"ve_volcano/{jobs['ve_volcano']}", "--mode=generate", "--Ntest=8", "--quiet"], savedir, logs,
                       DATA_DIR=str(volcano_dir))
+    superres = submit([*RESOURCES, f"--dependency=afterok:{jobs['gano_grf']}", "exps/launch_eval.sh", "gano",
+                       f"gano_grf/{jobs['gano_grf']}", "--mode=superres", "--factor=2", "--Ntest=8", "--quiet"],
+                      savedir, logs)
     states = {name: wait_for(job_id, ("COMPLETED",), timeout=600, fail=False) for name, job_id in jobs.items()}
     states["eval"] = wait_for(evaluate, ("COMPLETED",), timeout=300, fail=False)
-    return {"savedir": savedir, "logs": logs, "jobs": {**jobs, "eval": evaluate}, "states": states}
+    states["superres"] = wait_for(superres, ("COMPLETED",), timeout=300, fail=False)
+    return {"savedir": savedir, "logs": logs, "jobs": {**jobs, "eval": evaluate, "superres": superres},
+            "states": states}
 
 
 @pytest.mark.parametrize("system", NAMES)
@@ -169,6 +174,18 @@ def test_an_evaluation_job_after_the_ve_run(runs):
         assert (run / name).exists(), name
     metrics = json.loads((run / EVAL / "metrics.json").read_text())["metrics"]
     assert metrics["n_nonfinite"] == 0 and metrics["w_total"] > 0
+
+
+def test_a_gano_superresolution_job_after_the_gano_run(runs):
+    """`launch_eval.sh gano RUN --mode=superres --factor=2`: one generator evaluation per sample on a twice finer grid."""
+    info = runs["states"]["superres"]
+    assert info.get("JobState") == "COMPLETED" and info["ExitCode"] == "0:0", \
+        log(runs["logs"], runs["jobs"]["superres"])
+    run = runs["savedir"] / "gano_grf" / runs["jobs"]["gano_grf"]
+    (folder,) = (run / "eval").glob("superres-*")
+    summary = json.loads((folder / "metrics.json").read_text())
+    assert summary["nfe"] == 1 and summary["resolution"] == [16, 16]
+    assert summary["metrics"]["n_nonfinite"] == 0
 
 
 CI = ["exps/json/ci.json", "resolution=8", "grf_n_train=32", "grf_n_valid=16", "L=6", "Ntest=8", "val_batch_size=8"]

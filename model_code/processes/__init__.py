@@ -5,6 +5,7 @@
     levels       processes.levels.LevelsProcess           (heat dissipation and linear maps)
     wrapped_ve   processes.wrapped_ve.WrappedVEProcess    (the two-atom toy; regularizers.Regularized
                                                            adds its regularizers)
+    adversarial  processes.adversarial.AdversarialProcess (GANO: generator and functional critic)
 
 The classes are imported on first use: prediction.py imports processes.interpolant's
 schedules, and the processes import prediction.py back.
@@ -16,12 +17,12 @@ import importlib
 _CLASSES = {
     "Draw": ".base", "Process": ".base",
     "VE": ".ve", "InterpolantProcess": ".interpolant", "LevelsProcess": ".levels",
-    "WrappedVEProcess": ".wrapped_ve",
+    "WrappedVEProcess": ".wrapped_ve", "AdversarialProcess": ".adversarial",
 }
 
 __all__ = [*_CLASSES, "process_from_description", "noise_from_description", "PROCESSES"]
 
-PROCESSES = ("ve", "interpolant", "levels", "wrapped_ve")
+PROCESSES = ("ve", "interpolant", "levels", "wrapped_ve", "adversarial")
 
 
 def __getattr__(name):
@@ -54,7 +55,7 @@ def process_from_description(desc: dict, noise=None):
     kind = desc.pop("type", None)
     regularizer = desc.pop("regularizer", None)
     try:
-        if kind in ("ve", "interpolant"):
+        if kind in ("ve", "interpolant", "adversarial"):
             described = desc.pop("noise", None)
             if noise is None:
                 if described is None:
@@ -64,6 +65,10 @@ def process_from_description(desc: dict, noise=None):
                 from .ve import VE
 
                 process = VE(noise, **desc)
+            elif kind == "adversarial":
+                from .adversarial import AdversarialProcess
+
+                process = AdversarialProcess(noise, **desc)
             else:
                 from .interpolant import InterpolantProcess
 

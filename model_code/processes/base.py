@@ -6,6 +6,7 @@ the forward corruption of the data and the way back:
 * ``wrap(net)``     the trained module around a backbone ``net(x, c_noise, labels=None)``
                     (EDM preconditioning, the interpolant's VE view, the levels' residual);
 * ``loss(...)``     one stochastic draw of the training loss as a :class:`Draw`;
+* ``train_step(...)`` one optimiser step from that loss (GANO overrides it: critic, then generator);
 * ``sample(...)``   samples with per-sample seeds;
 * ``fit(train)``    statistics of the training set the process needs (the levels' prior);
 * ``state_dict`` / ``load_state_dict``  what ``fit`` learned, for the checkpoint;
@@ -71,6 +72,15 @@ class Process(ABC):
         ``labels[k]`` when given). ``options`` are the process's sampler settings; an
         unknown key is a ``TypeError``.
         """
+
+    def train_step(self, model, batch, generator: torch.Generator, shard: slice, step: int,
+                   update: Callable[..., None]) -> Draw:
+        """One optimiser step of the trainer: ``update(loss, parameters=None)`` backpropagates a
+        shard loss, averages the gradients over the ranks and steps the optimiser on those
+        parameters (None: all). Objectives with two networks (GANO) call it once per network."""
+        draw = self.loss(model, batch, generator, shard, step)
+        update(draw.loss)
+        return draw
 
     def fit(self, train: Tensor) -> None:
         """Fit what the process needs from the training set (nothing, by default)."""
