@@ -4,7 +4,8 @@ Field runs (VE / interpolant on volcano or GRF fields): generate draws --Ntest s
 run's grid, superres on the grid --factor times finer (the neural operators run at any
 resolution), and metrics.json holds the W1 distances of the per-sample statistics to those
 of the validation split, each with its multiple of the real-vs-real floor and the floor's
-90% bootstrap interval. Image runs (any process): generate writes the samples and a grid.
+90% bootstrap interval, and the power-spectrum errors (spectrum.py; superres splits them at the
+training grid's Nyquist wavenumber). Image runs (any process): generate writes the samples and a grid.
 plot draws the figures of every field evaluation under a folder (or of the one named).
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from .eval_common import DEFAULT_SEED, checkpoint_word, finish_name
 from .errors import UserError
 
-FIGURES = ("samples", "mean_sample", "final_stats")
+FIGURES = ("samples", "mean_sample", "final_stats", "spectrum")
 
 
 def evaluation_name(mode: str, checkpoint_name: str, sampler: str, n_sigmas: int, options: dict, factor: int = 1,
@@ -59,8 +60,13 @@ def generate_name(mode: str, checkpoint_name: str, options: dict, factor: int = 
 
 def sample_fields(cli, run, real: torch.Tensor, options: dict, factor: int, name: str, ckpt: str, n: int,
                   batch_size: int, progress: bool, log_lines: bool):
-    """Generate on the grid of `real` and compare with it: (arrays for samples.npz, summary for metrics.json)."""
-    from . import metrics
+    """Generate on the grid of `real` and compare with it: (arrays for samples.npz, summary for metrics.json).
+
+    The spectrum errors split at the Nyquist wavenumber of the training grid (run.shape), which
+    superres's finer grid passes; samples.npz keeps both spectra (spectrum, real_spectrum) for the
+    figure and metrics.json that wavenumber (training_nyquist).
+    """
+    from . import metrics, spectrum
     from .eval_common import generate, labels_for, run_summary, sampler_summary
     from .evaluators import FieldStats
 
@@ -71,11 +77,16 @@ def sample_fields(cli, run, real: torch.Tensor, options: dict, factor: int, name
     stats = FieldStats(kind, real)
     real_stats, gen_stats = stats.real_stats, metrics.sample_stats(samples, kind)
     values = stats.values(samples)
+    nyquist = min(run.shape[-2:]) // 2
+    real_spectrum = metrics.radial_power_spectrum(real)
+    values.update(spectrum.spectrum_metrics(real, samples, nyquist, real_spectrum=real_spectrum))
     arrays = dict(samples=samples.numpy(), var=gen_stats["var"].numpy(), skew=gen_stats["skew"].numpy(),
                   real_var=real_stats["var"].numpy(), real_skew=real_stats["skew"].numpy(),
-                  real_mean=real.mean(0).numpy(), seeds=np.array(seeds))
+                  real_mean=real.mean(0).numpy(), seeds=np.array(seeds), real_spectrum=real_spectrum.numpy(),
+                  spectrum=metrics.radial_power_spectrum(spectrum.finite_samples(samples)[0]).numpy())
     summary = {**run_summary(run, name, cli.mode, ckpt, not cli.no_ema), "n": n, "seed": cli.seed,
-               "resolution": list(real.shape[-2:]), "factor": factor, "n_real": len(real), **sampler_summary(options),
+               "resolution": list(real.shape[-2:]), "factor": factor, "training_nyquist": nyquist,
+               "n_real": len(real), **sampler_summary(options),
                "floor_interval": f"floor_<metric>_p05 / _p95: 5th / 95th percentiles of the real-vs-real floor over "
                                  f"{metrics.FLOOR_RESAMPLES} bootstrap resamples of the {len(real)} real fields",
                "metrics": values}
@@ -153,8 +164,26 @@ def plot(out: Path, tag=None) -> int:
                                           {"var": data["var"], "skew": data["skew"]}, values,
                                           folder / "final_stats", kind=kind,
                                           title=f"{folder.name} ({mode} at {res}): real (validation) vs generated")
-        print(f"wrote figures to {folder}: {', '.join(FIGURES)} (.png/.pdf)")
+            drawn = list(FIGURES)
+            if "spectrum" in data.files:          # evaluations written before the spectrum metrics have none
+                plotting.plot_spectra(data["real_spectrum"], {"generated": data["spectrum"]}, folder / "spectrum",
+                                      nyquist=summary.get("training_nyquist"), exts=("png", "pdf"),
+                                      title=f"{folder.name} ({mode} at {res})\n" + spectrum_caption(values))
+            else:
+                drawn.remove("spectrum")
+        print(f"wrote figures to {folder}: {', '.join(drawn)} (.png/.pdf)")
     return 0
+
+
+def spectrum_caption(values: dict) -> str:
+    """The spectrum errors of a metrics row with their floors, one line per band range."""
+    from .plotting import floor_caption
+    from .spectrum import ERROR_NAMES
+
+    lines = [floor_caption(values, name) for name in ERROR_NAMES if name in values]
+    if "spectrum_ratio_high" in values:
+        lines[-1] += f"; P_gen / P_real above Nyquist {values['spectrum_ratio_high']:.3g}"
+    return "\n".join(lines)
 
 
 def drop_figures(folder: Path) -> None:

@@ -111,6 +111,38 @@ def plot_stat_histograms(real: dict, generated: dict, metrics: dict, path, kind=
     return save(fig, path, exts)
 
 
+def plot_spectra(real_spectrum, generated: dict, path, nyquist=None, title=None, exts=("png",)):
+    """Radially averaged power spectra (spectrum.py): power (log scale) against wavenumber.
+
+    real_spectrum and each value of generated ({label: spectrum}) are indexed by the integer
+    wavenumber in cycles per unit domain, as metrics.radial_power_spectrum returns them; they may
+    have different lengths (different grids). Band 0 (the mean) and bands without positive finite
+    power are not drawn (no place on a log scale). The real spectrum is black; nyquist draws a
+    dashed vertical line at the training grid's Nyquist wavenumber.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+
+    def draw(spectrum, **style):
+        p = np.asarray(torch.as_tensor(spectrum).detach().cpu().double(), dtype=float)
+        k = np.arange(len(p))
+        keep = (k >= 1) & np.isfinite(p) & (p > 0)
+        ax.plot(k[keep], p[keep], marker="o", ms=3, **style)
+
+    draw(real_spectrum, color="black", lw=1.6, label="real")
+    for i, (label, spectrum) in enumerate(generated.items()):
+        draw(spectrum, color=f"C{i}", lw=1.2, label=label)
+    if nyquist is not None:
+        ax.axvline(float(nyquist), ls="--", lw=1, color="0.4", label="training grid Nyquist")
+    ax.set_yscale("log")
+    ax.set_xlabel("wavenumber |k| (cycles per unit domain)")
+    ax.set_ylabel("power per mode")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return save(fig, path, exts)
+
+
 def plot_mean_fields(real_mean, gen_mean, path, kind="phase", exts=("png", "pdf")):
     """The mean real and mean generated field side by side (means over samples)."""
     both = torch.stack([torch.as_tensor(real_mean), torch.as_tensor(gen_mean)])
