@@ -20,23 +20,26 @@ def _config(name, *extra):
     return config.load([str(ROOT / f) for f in files], [*overrides, *extra])
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("system", sorted(SYSTEMS))
+def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, system, volcano_dir):
+    """From the step after the first model.pt on, every loss the process backpropagates is NaN (GANO: the
+    critic's, then the generator's): the step after that reports it, training stops with one line, and model.pt
+    still holds the finite weights of the last checkpoint."""
     torch.set_num_threads(1)
-    trainer = build.build_trainer(_config("interpolant_grf", "tensorboard=false"), tmp_path, None, progress=False)
-    steps_per_epoch = trainer.s.steps_per_unit
-    loss = trainer.process.loss
+    trainer = build.build_trainer(_config(system, "train.tensorboard=false"), tmp_path, str(volcano_dir))
+    first = trainer.s.checkpoint_interval * trainer.s.steps_per_unit        # the step of the first model.pt
+    train_step = trainer.process.train_step
 
-    def poisoned(model, batch, generator, shard=slice(None), step=0):
-        draw = loss(model, batch, generator, shard, step)
-        if step >= 2 * steps_per_epoch and model.training:
-            draw.loss = draw.loss * float("nan")
-        return draw
+    def poisoned(model, batch, generator, shard, step, update):
+        def bad(loss, parameters=None):
+            update(loss * float("nan") if step >= first else loss, parameters)
+        return train_step(model, batch, generator, shard, step, bad)
 
-    trainer.process.loss = poisoned
-    with pytest.raises(TrainingDiverged, match=f"loss became nan at step {2 * steps_per_epoch}"):
+    trainer.process.train_step = poisoned
+    with pytest.raises(TrainingDiverged, match=f"became nan at step {first + 1};.* last good checkpoint is kept"):
         trainer.fit()
     state = checkpoint.load(tmp_path / "model.pt")
-    assert state["step"] == 2 * steps_per_epoch
+    assert state["step"] == first
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
