@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         raise UserError(f"--mode {mode} does not apply to the toy run {folder}: its samples are points on the "
                         f"torus with no prior state or noise field worth holding fixed; use --mode random "
                         f"(eval.py --mode score analyses them)")
-    if process in ("ve", "interpolant"):
+    if process in ("ve", "interpolant", "adversarial"):
         from model_code.sampling_modes import check_mode
 
         check_mode(mode, options)
@@ -168,7 +168,7 @@ def field_samples(run, mode, seeds, n, options, args, labels, progress, out) -> 
                                  args.num_points, labels, progress)
     _pictures(run, out, samples, init, n if mode == "interpolate" else None)
     _save(out, samples=samples.numpy(), init=init.numpy(), seeds=np.array(seeds), mode=mode,
-          sampler=options["sampler"], sigmas=np.asarray(options["sigmas"], dtype=np.float64),
+          sampler=options.get("sampler", "generator"), sigmas=np.asarray(options.get("sigmas", []), dtype=np.float64),
           step=int(run.state.get("step", 0)), **({} if labels is None else {"labels": labels.numpy()}))
     return ""
 

@@ -78,6 +78,11 @@ def sampler_options(run, sampler=None, steps=None, sigma_min=None, delta=None) -
         return options
     if delta is not None:
         raise UserError("--delta applies to levels runs only")
+    if ptype == "adversarial":
+        for flag, value in (("--sampler", sampler), ("--steps", steps), ("--sigma_min", sigma_min)):
+            if value is not None:
+                raise UserError(f"{flag} does not apply to a GANO run: a sample is one evaluation of its generator")
+        return {}
     if ptype == "wrapped_ve":
         if sigma_min is not None:
             raise UserError("--sigma_min does not apply to a toy run (its grid is the process's sigma(t))")

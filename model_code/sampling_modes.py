@@ -1,5 +1,5 @@
-"""sample.py's modes for the VE and interpolant processes (the levels process has its own, in
-LevelsProcess.sample).
+"""sample.py's modes for the VE and interpolant processes and GANO (the levels process has its own,
+in LevelsProcess.sample). GANO's sample is G(z) for its start z alone: random and interpolate apply.
 
 Each sampler of samplers.SAMPLERS starts from x = sigma_1 z, z ~ N(0, C), and may draw more
 N(0, C) noise as it goes (noise_fn). Sample i owns torch.Generator(seeds[i]); its first draw is
@@ -40,8 +40,11 @@ def is_stochastic(options: dict) -> bool:
 
 def check_mode(mode: str, options: dict) -> None:
     """Refuse a mode that means nothing with this sampler: one line saying why and what would work."""
-    if mode not in ("same_init", "share_noise") or is_stochastic(options):
+    if mode not in ("same_init", "share_noise") or (options and is_stochastic(options)):
         return
+    if not options:
+        raise UserError(f"--mode {mode} means nothing for a GANO run: a sample is G(z) for its input function z "
+                        f"alone, so there is no later noise; use --mode random | interpolate")
     name = options["sampler"]
     why = ("every sample would be the same" if mode == "same_init"
            else "there is no later noise to share, so it would give the random samples")
@@ -60,19 +63,15 @@ def slerp(z_a: torch.Tensor, z_b: torch.Tensor, n: int) -> torch.Tensor:
 @torch.no_grad()
 def sample_modes(process, model, mode: str, seeds, shape, device, options: dict, num_points: int = 10,
                  labels=None, progress: bool = False):
-    """(samples (n, C, H, W), starts z (n, C, H, W), both CPU float32) of a VE / interpolant run in `mode`.
+    """(samples (n, C, H, W), starts z (n, C, H, W), both CPU float32) of a VE / interpolant / GANO run in `mode`.
 
-    options: build.sampler_setup's (sampler, sigmas, and the sampler's own settings).
+    options: build.sampler_setup's (sampler, sigmas, and the sampler's own settings; {} for GANO).
     """
     from .processes.base import Conditioned, check_options
     from .samplers import SAMPLERS
 
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    fn = SAMPLERS[options["sampler"]]
-    rest = {k: v for k, v in options.items() if k not in ("sampler", "sigmas")}
-    check_options(fn, rest, ("denoiser", "x", "sigmas", "noise_fn", "progress"), f"sampler {options['sampler']!r}")
-    sigmas = options["sigmas"]
     noise = process.noise
     resolution = tuple(int(s) for s in shape[1:])
     seeds = [int(s) for s in seeds]
@@ -87,6 +86,13 @@ def sample_modes(process, model, mode: str, seeds, shape, device, options: dict,
         start = slerp(z[0], z[1], n)
     else:
         start = z
+
+    if not options:                                 # GANO: the generator of the start functions
+        return model(start.to(device)).float().cpu(), start.float().cpu()
+    fn = SAMPLERS[options["sampler"]]
+    rest = {k: v for k, v in options.items() if k not in ("sampler", "sigmas")}
+    check_options(fn, rest, ("denoiser", "x", "sigmas", "noise_fn", "progress"), f"sampler {options['sampler']!r}")
+    sigmas = options["sigmas"]
 
     def own_noise():
         return noise.sample(len(gens), resolution, gens, device=device)

@@ -1,4 +1,4 @@
-"""sample.py: every mode on every kind of run (levels, VE fields, interpolant images, toy), the files it
+"""sample.py: every mode on every kind of run (levels, VE fields, interpolant images, toy, GANO), the files it
 writes and the relations between the modes' samples."""
 import importlib.util
 import shutil
@@ -30,7 +30,7 @@ def data_dir(volcano_dir, monkeypatch):
 @pytest.fixture(scope="module")
 def runs(trained, tmp_path_factory):
     return {name: _copy(trained, tmp_path_factory, name) for name in ("heat_digits", "linear_digits", "ve_volcano",
-                                                                       "starter_digits", "toy")}
+                                                                       "starter_digits", "toy", "gano_grf")}
 
 
 def _copy(trained, tmp_path_factory, name):
@@ -161,6 +161,23 @@ def test_toy_samples_in_random_mode_only(runs, capsys):
     for mode in ("same_init", "share_noise", "interpolate"):
         status, lines = cli_exit(capsys, "--exp_name", run, "--mode", mode)
         assert status == 2 and len(lines) == 1 and "use --mode random" in lines[0], lines
+
+
+def test_gano_random_and_interpolate_are_the_generator_of_their_input_functions(runs, capsys):
+    """random: G(z_k) for seed k's input function (eval.py's samples of the same seeds); interpolate: G of the
+    great circle between two input functions, whose ends are the random samples of those seeds."""
+    run = runs["gano_grf"]
+    loaded = build.load_run(run, "model.pt", "cpu")
+    data = _fields(_sample(run, "--batch_size", "3", "--seed", "5"))
+    expected = loaded.process.sample(loaded.model, [5, 6, 7], loaded.shape, "cpu")
+    np.testing.assert_allclose(data["samples"], expected.numpy(), rtol=1e-5, atol=1e-6)
+    line = _fields(_sample(run, "--mode", "interpolate", "--num_points", "4", "--seed", "5"))
+    assert line["samples"].shape == (4, *loaded.shape)
+    np.testing.assert_allclose(line["samples"][0], expected[0].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(line["samples"][-1], expected[1].numpy(), rtol=1e-5, atol=1e-6)
+    for flags in (["--mode", "same_init"], ["--mode", "share_noise"], ["--sampler", "heun_ode"]):
+        status, lines = cli_exit(capsys, "--exp_name", run, *flags)
+        assert status == 2 and len(lines) == 1 and "GANO" in lines[0], lines
 
 
 def test_overwrite_and_errors(runs, capsys):
