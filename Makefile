@@ -3,7 +3,8 @@
 #
 #   make demo     synthetic data -> short training run -> samples, super-resolution, plots
 #   make test     the test suite (what .ci/run and the README use)
-#   make bench    noise-sampler, sample-quality, sampler and digits (every image system) benchmarks
+#   make bench    noise-sampler, sample-quality, sampler, digits (every image system) and model benchmarks
+#                 (VE / FFM / GANO at equal compute, 32 px and 2x super-resolution)
 #   make clean    remove the demo's run folders (never the data)
 #
 # Variables (command line or environment): DATA_DIR (default data), SAVEDIR
@@ -62,13 +63,14 @@ demo: venv ## synthetic data, a short training run, then generate / superres / p
 	echo "   figures:"; \
 	find "$$run" -name '*.png' | sort | sed 's/^/     /'
 
-bench: venv ## benchmarks: noise samplers, sample quality, samplers (NFE vs quality), every image system on digits
+bench: venv ## benchmarks: noise samplers, sample quality, samplers (NFE vs quality), every image system on digits, VE/FFM/GANO
 	@export DATA_DIR="$(DATA_ABS)" SAVEDIR="$(SAVE_ABS)"; \
 	set -e; \
 	"$(PYTHON_ABS)" scripts/bench_noise.py; \
 	"$(PYTHON_ABS)" scripts/bench_quality.py; \
 	"$(PYTHON_ABS)" scripts/bench_samplers.py; \
-	"$(PYTHON_ABS)" scripts/bench_digits.py --fresh
+	"$(PYTHON_ABS)" scripts/bench_digits.py --fresh; \
+	"$(PYTHON_ABS)" scripts/bench_models.py --assets
 
 clean: ## remove the demo run folders (SAVEDIR/demo); data is kept
 	rm -rf -- "$(SAVE_ABS)/demo"

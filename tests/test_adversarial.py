@@ -191,7 +191,7 @@ def test_configs_build_the_published_optimiser_settings_and_reject_nonsense(caps
     # the published json file: GANO's keys map onto the schema
     published = config.load([ROOT / "exps/json/gano-copied.json"], ["process.type=adversarial"])
     assert published.process.adversarial.n_critic == 10 and published.process.adversarial.lambda_grad == 10.0
-    assert published.process.adversarial.output == "tanh"
+    assert published.process.adversarial.output == "identity"
     import train
     status, lines = cli_exit(capsys, train.main, "train.py", "--config", str(ROOT / "configs/gano/grf_32px.yaml"),
                              "--savedir", str(ROOT / "runs" / "never"), "net.type=unet")
