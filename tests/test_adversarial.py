@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from model_code import build, config
+from model_code import build, checkpoint, config
 from model_code.data.sources import Batch
 from model_code.noise import GaussianRandomField
 from model_code.processes.adversarial import (AdversarialModel, AdversarialProcess, FunctionalCritic,
@@ -201,16 +201,18 @@ def test_configs_build_the_published_optimiser_settings_and_reject_nonsense(caps
 
 def test_a_tiny_grf_run_lowers_the_wasserstein_distance_to_the_data():
     """300 steps on 16 px GRF fields lower w_total (the Wasserstein distances between the generated and the
-    real fields' per-sample variance and skewness, on 256 held-out fields) to well under its initial value.
-    (The critic's own estimate is no yardstick here: it rises while the critic learns.)"""
+    real fields' per-sample variance and skewness, on 256 held-out fields) well under its initial value at
+    the best of the evaluations every 100 steps (the one model.w_total.pt keeps). (The critic's own estimate
+    is no yardstick here: it rises while the critic learns.)"""
+    import json
+    import tempfile
+
     cfg = config.load([ROOT / "configs/gano/grf_32px.yaml"], [
         "data.resolution=16", "data.grf_n_train=256", "data.grf_n_valid=256", "net.width=8",
         "net.channel_multipliers=[1,2]", "net.n_modes=6", "net.embedding_dim=8", "train.tensorboard=false",
-        "train.epochs=null", "train.steps=300", "train.record_interval=1000", "train.log_interval=100",
+        "train.epochs=null", "train.steps=300", "train.record_interval=100", "train.log_interval=100",
         "eval.n_samples=256", "train.max_minutes=null", "optim.ema_rate=null", "process.adversarial.n_critic=2",
         "train.device=cpu", "train.threads=1"])
-    import tempfile
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -219,7 +221,10 @@ def test_a_tiny_grf_run_lowers_the_wasserstein_distance_to_the_data():
             (field_stats,) = trainer.evaluators
             before = field_stats(trainer.context())["w_total"]
             trainer.fit()
-            after = field_stats(trainer.context())["w_total"]
+            rows = [json.loads(line) for line in open(f"{folder}/results.json")]
+            best = checkpoint.load(f"{folder}/model.w_total.pt")["best"]["w_total"]
     finally:
         torch.set_num_threads(threads)
-    assert after < 0.6 * before, (before, after)
+    values = [r["w_total"] for r in rows if "w_total" in r]
+    assert len(values) == 3 and best == min(values)
+    assert best < 0.6 * before, (before, values)
