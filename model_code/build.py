@@ -264,9 +264,9 @@ def build_evaluators(cfg, data, kind: str, warn: bool = True) -> list:
 
 
 # ------------------------------------------------------------------ optimiser
-def decay_groups(module, weight_decay: float, **settings) -> list:
-    """Parameter groups of `module`: weight decay on weight matrices and kernels, never on biases or norm scales."""
-    params = [p for p in module.parameters() if p.requires_grad]
+def decay_groups(parameters, weight_decay: float, **settings) -> list:
+    """Parameter groups: weight decay on weight matrices and kernels, never on biases, norm or output scales."""
+    params = [p for p in parameters if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay, **settings},
               {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, **settings}]
     return [g for g in groups if g["params"]]
@@ -277,13 +277,11 @@ def build_optimizer(cfg, model):
     o = cfg.optim
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
     if cfg.process.type != "adversarial":
-        return cls(decay_groups(model, o.weight_decay), lr=o.lr, betas=tuple(o.betas))
+        return cls(decay_groups(model.parameters(), o.weight_decay), lr=o.lr, betas=tuple(o.betas))
     a = cfg.process.adversarial
     critic = dict(lr=a.critic_lr or o.lr, betas=tuple(a.critic_betas or o.betas))
-    generator = dict(lr=o.lr, betas=tuple(o.betas))
-    return cls(decay_groups(model.generator, o.weight_decay, **generator)
-               + [{"params": [model.out_scale, model.out_shift], "weight_decay": 0.0, **generator}]
-               + decay_groups(model.critic, o.weight_decay, **critic), lr=o.lr)
+    return cls(decay_groups(model.generator_parameters(), o.weight_decay, lr=o.lr, betas=tuple(o.betas))
+               + decay_groups(model.critic.parameters(), o.weight_decay, **critic), lr=o.lr)
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:

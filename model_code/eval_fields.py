@@ -83,7 +83,7 @@ def sample_fields(cli, run, real: torch.Tensor, options: dict, factor: int, name
     arrays = dict(samples=samples.numpy(), var=gen_stats["var"].numpy(), skew=gen_stats["skew"].numpy(),
                   real_var=real_stats["var"].numpy(), real_skew=real_stats["skew"].numpy(),
                   real_mean=real.mean(0).numpy(), seeds=np.array(seeds), real_spectrum=real_spectrum.numpy(),
-                  spectrum=metrics.radial_power_spectrum(spectrum.finite_samples(samples)[0]).numpy())
+                  spectrum=metrics.radial_power_spectrum(metrics.finite_samples(samples)[0]).numpy())
     summary = {**run_summary(run, name, cli.mode, ckpt, not cli.no_ema), "n": n, "seed": cli.seed,
                "resolution": list(real.shape[-2:]), "factor": factor, "training_nyquist": nyquist,
                "n_real": len(real), **sampler_summary(options),

@@ -52,6 +52,13 @@ def _check_phase(x, name="x"):
         raise ValueError(f"phase data {name} must have 2 channels (cos, sin), got {x.shape[1]}")
 
 
+def finite_samples(x):
+    """(the samples of x (N, C, H, W) without NaN or inf, how many were left out)."""
+    _check_batch(x, "generated")
+    finite = torch.isfinite(x).reshape(x.shape[0], -1).all(dim=1)
+    return x[finite], int((~finite).sum())
+
+
 def _phase(x):
     """Angles phi = atan2(sin, cos) of phase data (N, 2, H, W) -> (N, H, W), float64."""
     x = x.double()
@@ -197,9 +204,7 @@ def validation_metrics(real, generated, kind, real_stats_cached=None):
     if not torch.isfinite(real).all():
         raise ValueError("real samples contain non-finite values")
 
-    finite = torch.isfinite(generated).reshape(generated.shape[0], -1).all(dim=1)
-    n_nonfinite = int((~finite).sum())
-    generated = generated[finite]
+    generated, n_nonfinite = finite_samples(generated)
 
     names = METRIC_NAMES if kind == "phase" else METRIC_NAMES[:-1]  # no mean_phase_l2
     if generated.shape[0] == 0:

@@ -35,13 +35,6 @@ from .evaluators import Evaluator
 ERROR_NAMES = ("spectrum_error", "spectrum_error_low", "spectrum_error_high")
 
 
-def finite_samples(x: torch.Tensor):
-    """(the samples of x (N, C, H, W) without NaN or inf, how many were left out)."""
-    M._check_batch(x, "generated")
-    finite = torch.isfinite(x).reshape(x.shape[0], -1).all(dim=1)
-    return x[finite], int((~finite).sum())
-
-
 def _check_pair(real, generated):
     M._check_batch(real, "real")
     M._check_batch(generated, "generated")
@@ -83,7 +76,7 @@ def band_errors(real: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
     entry i is band k = i + 1. Generated samples with NaN or inf are left out.
     """
     _check_pair(real, generated)
-    generated, _ = finite_samples(generated)
+    generated, _ = M.finite_samples(generated)
     return _relative(M.radial_power_spectrum(real), M.radial_power_spectrum(generated))
 
 
@@ -142,7 +135,7 @@ def spectrum_metrics(real: torch.Tensor, generated: torch.Tensor, nyquist: Optio
     """
     _check_pair(real, generated)
     nyquist = _check_nyquist(nyquist)
-    generated, _ = finite_samples(generated)
+    generated, _ = M.finite_samples(generated)
     p_real = M.radial_power_spectrum(real) if real_spectrum is None else real_spectrum
     floor = spectrum_floor(real, nyquist, seed) if floor is None else floor
     if generated.shape[0] == 0:

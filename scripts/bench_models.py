@@ -306,7 +306,7 @@ def evaluate(run, name, n: int, factor: int, ref: Reference) -> tuple:
     """One row of the table (without the data set / model / training fields) and the samples."""
     from model_code import build
     from model_code.metrics import radial_power_spectrum
-    from model_code.spectrum import finite_samples
+    from model_code.metrics import finite_samples
 
     samples, seconds, options = sample(run, name, n, factor)
     label, _ = build.sampler_label(options)
