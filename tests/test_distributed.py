@@ -23,9 +23,13 @@ from systems import train_args
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Launcher variables of whatever started pytest (an sbatch job, an mpiexec) must not leak into the runs it starts.
+LAUNCHER_PREFIXES = ("SLURM_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_", "PMI_", "PMIX_", "OMPI_", "MV2_",
+                     "PALS_", "MPI_LOCAL", "HYDRA_", "MPIEXEC_")
+
+
 def clean_env(**extra):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLURM_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCHER_PREFIXES)}
     env.update(OMP_NUM_THREADS="1", **extra)
     return env
 
@@ -42,12 +46,12 @@ def test_shards_partition_every_batch_size():
 
 def test_launch_environment_reads_torchrun_and_srun_but_not_a_plain_batch_script():
     torchrun = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "123"}
-    assert launch_environment(torchrun) == {"rank": 1, "world_size": 4, "local_rank": 1, "master_addr": "h",
-                                            "master_port": "123"}
+    assert launch_environment(torchrun) == {"launcher": "torchrun", "rank": 1, "world_size": 4, "local_rank": 1,
+                                            "master_addr": "h", "master_port": "123"}
     srun = {"SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "4", "SLURM_LOCALID": "1", "SLURM_JOB_ID": "77",
             "SLURM_STEP_NODELIST": "gpu[03-04]", "SLURM_NTASKS": "4"}
     got = launch_environment(srun)
-    assert got["rank"] == 3 and got["world_size"] == 4 and got["local_rank"] == 1
+    assert got["launcher"] == "srun" and got["rank"] == 3 and got["world_size"] == 4 and got["local_rank"] == 1
     assert got["master_addr"] == "gpu03" and got["master_port"] == str(15000 + 77)
     # A batch script under --ntasks=2 that runs python itself is one process.
     assert launch_environment({"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_JOB_ID": "5"}) is None
