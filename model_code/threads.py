@@ -20,7 +20,8 @@ import re
 def local_processes(env=None) -> int:
     """Processes of this launch on this node (1 when launched alone)."""
     env = os.environ if env is None else env
-    for key in ("LOCAL_WORLD_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE"):
+    for key in ("LOCAL_WORLD_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE",
+                "PMI_LOCAL_SIZE", "PALS_LOCAL_SIZE"):
         if env.get(key, "").isdigit():
             return max(1, int(env[key]))
     if "SLURM_STEP_NUM_TASKS" in env:

@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
     (None, {"SLURM_STEP_NUM_TASKS": "6", "SLURM_STEP_TASKS_PER_NODE": "3(x2)"}, (5, "16 available cores / "
                                                                                   "3 process(es) on this node")),
     (None, {"MPI_LOCALNRANKS": "32"}, (1, "16 available cores / 32 process(es) on this node")),            # never 0
+    (None, {"OMPI_COMM_WORLD_LOCAL_SIZE": "2"}, (8, "16 available cores / 2 process(es) on this node")),  # Open MPI
+    (None, {"PALS_LOCAL_SIZE": "8"}, (2, "16 available cores / 8 process(es) on this node")),            # Cray PALS
+    (None, {"MV2_COMM_WORLD_LOCAL_SIZE": "4"}, (4, "16 available cores / 4 process(es) on this node")),   # MVAPICH
 ])
 def test_thread_count_follows_the_allocation(requested, env, expected):
     assert choose(requested, env=env, cores=16) == expected
