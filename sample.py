@@ -16,11 +16,21 @@ interpolant sampler starts from (x = sigma_1 z). same_init and share_noise mean 
 with samplers that draw noise after their start (annealed_langevin, euler_maruyama,
 predictor_corrector, edm_stochastic); toy runs sample in random mode only.
 
-Writes RUN/additional_samples/<mode>-<checkpoint>-<sampler or delta>-seed<seed>[-raw]/ (never over
-an existing folder without --overwrite): samples.npz (samples, init, seeds, ...), final.png (the
-samples) and init.png (the initial states); levels runs also the sampling noise (B, K, C, H, W) in
-samples.npz, process.gif (u_K -> u_0) and process.mp4 where opencv is installed; toy runs
-samples.png (a scatter plot) instead of the pictures.
+Levels runs (heat dissipation, linear maps) also take the inverse-heat code's two sampling flags:
+  --save_sample_freq N  keep the state of the chain every N levels: u_K, then every u_k with k a
+                        multiple of N, down to u_0 (N = 1, the default: all K + 1 states). They are
+                        the frames of process.mp4 and the array `process` (frames, B, C, H, W) of
+                        samples.npz, with their levels in `process_levels`.
+  --final_noise F       the std of the sampling noise at the end: it goes linearly from --delta at the
+                        first step (k = K) to F at the last (k = 1), and the last step adds noise of std
+                        F too. Without it the std is --delta at every step and the last step adds none:
+                        u_0 is the mean mu(u_1, 1) of the last step.
+
+Writes RUN/additional_samples/<mode>-<checkpoint>-<sampler or delta>[-final<F>]-seed<seed>[-raw]/ (never
+over an existing folder without --overwrite): samples.npz (samples, init, seeds, ...), final.png (the
+samples) and init.png (the initial states); levels runs also the sampling noise eps (B, K, C, H, W) and
+the std of each step (noise_std, K values for k = K..1, the last 0 without --final_noise) in samples.npz,
+and process.mp4 (u_K -> u_0); toy runs samples.png (a scatter plot) instead of the pictures.
 """
 import argparse
 import sys
@@ -45,6 +55,13 @@ def parse_args(argv=None):
     p.add_argument("--num_points", type=int, default=10, help="interpolate: number of points (default 10)")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (default 0)")
     p.add_argument("--delta", type=float, default=None, help="levels: sampling noise std (default: the run's)")
+    p.add_argument("--save_sample_freq", type=int, default=None, metavar="N",
+                   help="levels: keep the chain's state every N levels (u_K, then u_k for k a multiple of N, down "
+                        "to u_0) for process.mp4 and samples.npz's `process` (default 1: every level)")
+    p.add_argument("--final_noise", type=float, default=None, metavar="F",
+                   help="levels: sampling noise std at the end: linear from --delta at the first step to F at the "
+                        "last, which then adds noise of std F too (default: --delta throughout and no noise on "
+                        "the last step, so u_0 is the mean of the last step)")
     p.add_argument("--sampler", default=None, help="VE / interpolant / toy: the sampler (default: the run's)")
     p.add_argument("--steps", type=int, default=None,
                    help="annealed_langevin: steps per level T; the others: levels of the EDM grid; toy: steps")
@@ -79,6 +96,10 @@ def main(argv=None) -> int:
         raise UserError(f"--num_points must be >= 2, got {args.num_points}")
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
+    if args.save_sample_freq is not None and args.save_sample_freq < 1:
+        raise UserError(f"--save_sample_freq must be >= 1, got {args.save_sample_freq}")
+    if args.final_noise is not None and not args.final_noise >= 0:
+        raise UserError(f"--final_noise must be >= 0, got {args.final_noise}")
     if args.config is not None:
         print(f"sample.py: note: --config is not needed (the checkpoint holds the config); {args.config} is not "
               f"read", file=sys.stderr)
@@ -95,7 +116,15 @@ def main(argv=None) -> int:
         from model_code.sampling_modes import check_mode
 
         check_mode(mode, options)
+    if process != "levels":
+        given = [f for f, v in (("--save_sample_freq", args.save_sample_freq), ("--final_noise", args.final_noise))
+                 if v is not None]
+        if given:
+            raise UserError(f"{' and '.join(given)} apply to levels runs (heat dissipation, linear maps) only; "
+                            f"{folder} is a {process} run")
     sampler, word = build.sampler_label(options)
+    if args.final_noise is not None:
+        word += f"-final{args.final_noise:g}"          # it changes the samples: a folder of its own
     setting = word if process == "levels" else f"{sampler}-{word}"
     out = folder / "additional_samples" / "-".join(
         [mode, checkpoint_word(ckpt), setting, f"seed{args.seed}"] + (["raw"] if args.no_ema else []))
@@ -138,25 +167,65 @@ def _pictures(run, out, samples, init, nrow) -> None:
     plotting.plot_fields(init, out / "init", kind="real", ncols=nrow, exts=("png",))
 
 
+def noise_schedule(delta: float, final_noise, K: int):
+    """The std of the noise added at each step k = K..1 (K values, float64).
+
+    Without final_noise: delta at every step but the last, which adds none. With it: linear from delta
+    at k = K to final_noise at k = 1, the last step included.
+    """
+    import torch
+
+    if final_noise is None:
+        std = torch.full((K,), float(delta), dtype=torch.float64)
+        std[-1] = 0.0
+        return std
+    if K == 1:
+        return torch.full((1,), float(final_noise), dtype=torch.float64)
+    frac = torch.arange(K, dtype=torch.float64) / (K - 1)              # 0 at k = K, 1 at k = 1
+    return float(delta) + (float(final_noise) - float(delta)) * frac
+
+
+def kept_levels(K: int, every: int) -> list:
+    """Indices into the trajectory u_K .. u_0 (index i is level K - i) kept by --save_sample_freq."""
+    return [i for i in range(K + 1) if i == 0 or (K - i) % every == 0]
+
+
 def levels_samples(run, mode, seeds, n, options, args, labels, progress, out) -> str:
     import numpy as np
 
     from model_code import plotting_images
-    from model_code.processes.levels import initial_and_noise
+    from model_code.processes.base import check_labels
+    from model_code.processes.levels import initial_and_noise, sample_levels
 
+    process, K = run.process, run.process.K
     delta = options["delta"]
-    samples, frames = run.process.sample(run.model, seeds, run.shape, run.device, labels=labels, progress=progress,
-                                         mode=mode, delta=delta, num_points=args.num_points, keep_trajectory=True)
-    _, noise = initial_and_noise(mode, run.process.prior, run.process.K, seeds, args.num_points)
+    std = noise_schedule(delta, args.final_noise, K)
+    u_K, noise = initial_and_noise(mode, process.prior, K, seeds, args.num_points)
+    labels = check_labels(labels, len(u_K))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = lambda it: tqdm(it, desc="levels", leave=False)  # noqa: E731
+    # noise[:, j] is the eps of step k = K - j; sample_levels adds delta * noise[:, j] for k > 1, so the
+    # per-step std goes into the noise it is given and its delta is 1. It never adds noise on the last
+    # step, so that one is added here (zero unless --final_noise).
+    scaled = noise * std.float().view(1, K, *([1] * (noise.dim() - 2)))
+    samples, frames = sample_levels(run.model, u_K, scaled, 1.0, K, True, run.device, bar, labels)
+    samples, frames = samples.float() + scaled[:, K - 1], frames.float()
+    frames[-1] = samples
+    keep = kept_levels(K, args.save_sample_freq or 1)
+    frames = frames[keep]
     nrow = n if mode == "interpolate" else None
     plotting_images.save_grid(samples, out / "final.png", nrow)
-    plotting_images.save_grid(frames[0], out / "init.png", nrow)
-    _save(out, samples=samples.numpy(), init=frames[0].numpy(), noise=noise.numpy(), seeds=np.array(seeds),
-          mode=mode, delta=delta, forward=run.process.fmap.name, step=int(run.state.get("step", 0)),
+    plotting_images.save_grid(u_K, out / "init.png", nrow)
+    _save(out, samples=samples.numpy(), init=u_K.float().numpy(), noise=noise.numpy(), noise_std=std.numpy(),
+          process=frames.numpy(), process_levels=np.array([K - i for i in keep]), seeds=np.array(seeds),
+          mode=mode, delta=delta, final_noise=np.nan if args.final_noise is None else args.final_noise,
+          forward=process.fmap.name, step=int(run.state.get("step", 0)),
           **({} if labels is None else {"labels": labels.numpy()}))
-    plotting_images.save_gif(frames, out / "process.gif", nrow)
-    mp4 = plotting_images.save_mp4(frames, out / "process.mp4", nrow)
-    return "" if mp4 else " (no mp4: opencv not installed)"
+    plotting_images.save_mp4(frames, out / "process.mp4", nrow)
+    return f" ({len(keep)} states in process.mp4)"
 
 
 def field_samples(run, mode, seeds, n, options, args, labels, progress, out) -> str:

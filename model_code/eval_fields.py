@@ -19,7 +19,8 @@ import torch
 from .eval_common import DEFAULT_SEED, checkpoint_word, finish_name
 from .errors import UserError
 
-FIGURES = ("samples", "mean_sample", "final_stats", "spectrum")
+FIGURES = ("samples", "mean_sample", "final_stats", "spectrum", "real_vs_generated")
+N_REAL_EXAMPLES = 8          # real validation fields kept in samples.npz for real_vs_generated.png
 
 
 def evaluation_name(mode: str, checkpoint_name: str, sampler: str, n_sigmas: int, options: dict, factor: int = 1,
@@ -82,7 +83,8 @@ def sample_fields(cli, run, real: torch.Tensor, options: dict, factor: int, name
     values.update(spectrum.spectrum_metrics(real, samples, nyquist, real_spectrum=real_spectrum))
     arrays = dict(samples=samples.numpy(), var=gen_stats["var"].numpy(), skew=gen_stats["skew"].numpy(),
                   real_var=real_stats["var"].numpy(), real_skew=real_stats["skew"].numpy(),
-                  real_mean=real.mean(0).numpy(), seeds=np.array(seeds), real_spectrum=real_spectrum.numpy(),
+                  real_mean=real.mean(0).numpy(), real_examples=real[:N_REAL_EXAMPLES].numpy(),
+                  seeds=np.array(seeds), real_spectrum=real_spectrum.numpy(),
                   spectrum=metrics.radial_power_spectrum(metrics.finite_samples(samples)[0]).numpy())
     summary = {**run_summary(run, name, cli.mode, ckpt, not cli.no_ema), "n": n, "seed": cli.seed,
                "resolution": list(real.shape[-2:]), "factor": factor, "training_nyquist": nyquist,
@@ -171,6 +173,12 @@ def plot(out: Path, tag=None) -> int:
                                       title=f"{folder.name} ({mode} at {res})\n" + spectrum_caption(values))
             else:
                 drawn.remove("spectrum")
+            if "real_examples" in data.files:     # evaluations written before it kept no real fields
+                caption = plotting.floor_caption(values, "w_total") if "w_total" in values else ""
+                plotting.plot_real_vs_generated(data["real_examples"], samples, folder / "real_vs_generated",
+                                                kind=kind, title=f"{folder.name} ({mode} at {res}): {caption}")
+            else:
+                drawn.remove("real_vs_generated")
         print(f"wrote figures to {folder}: {', '.join(drawn)} (.png/.pdf)")
     return 0
 

@@ -58,6 +58,39 @@ def plot_fields(x, path, kind="phase", titles=None, ncols=None, exts=("png", "pd
     return save(fig, path, exts)
 
 
+def plot_real_vs_generated(real, generated, path, kind="phase", n: int = 4, title=None, exts=("png",)):
+    """A row of n real fields above a row of n generated ones, on one colour scale with one colour bar,
+    so that a glance tells whether the samples look like the data.
+
+    Phase fields share the cyclic scale [-pi, pi]; real fields the range of the real row, so a generated
+    field brighter or darker than any real one shows up as saturated rather than rescaled away.
+    """
+    real_img, style = _as_images(torch.as_tensor(real)[:n], kind)
+    gen_img, _ = _as_images(torch.as_tensor(generated)[:n], kind)
+    if kind != "phase":
+        finite = real_img[np.isfinite(real_img)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        style = dict(style, vmin=lo, vmax=hi if hi > lo else lo + 1.0)
+    cols = max(len(real_img), len(gen_img), 1)
+    fig, axes = plt.subplots(2, cols, figsize=(2.1 * cols + 0.8, 4.5), squeeze=False)
+    im = None
+    for row, (images, label) in enumerate(((real_img, "real (validation)"), (gen_img, "generated"))):
+        for c in range(cols):
+            ax = axes[row, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            if c < len(images):
+                im = ax.imshow(images[c], origin="lower", **style)
+            else:
+                ax.axis("off")
+        axes[row, 0].set_ylabel(label, fontsize=10)
+    if im is not None:
+        fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02,
+                     label="phase (rad)" if kind == "phase" else "value (channel 0)")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save(fig, path, exts)
+
+
 def plot_matrix(m, path, title="", exts=("png", "pdf")):
     fig, ax = plt.subplots(figsize=(5, 4.2))
     im = ax.imshow(np.asarray(torch.as_tensor(m).cpu()), cmap="magma")

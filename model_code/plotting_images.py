@@ -1,4 +1,5 @@
-"""Image grids, GIFs and mp4s of the level processes (pillow; matplotlib for the benchmark figure only).
+"""Image grids and mp4s of the level processes (pillow; opencv for the mp4, through video.py; matplotlib for
+the benchmark figure only).
 
 Images are (N, C, H, W) tensors in [0, 1] (values outside are clipped). Small images are
 enlarged with nearest-neighbour scaling so an 8 x 8 digit stays readable.
@@ -39,32 +40,13 @@ def save_grid(images: torch.Tensor, path, nrow: int | None = None) -> Path:
     return path
 
 
-def save_gif(frames: torch.Tensor, path, nrow: int | None = None, duration_ms: int = 2000) -> Path:
-    """Animated GIF of a trajectory (T, N, C, H, W), one grid per frame, last frame held 1 s."""
-    from PIL import Image
+def save_mp4(frames: torch.Tensor, path, nrow: int | None = None, seconds: float = 4.0) -> Path:
+    """A trajectory (T, N, C, H, W) as an mp4, one grid per frame, lasting about `seconds`."""
+    from .video import write_mp4
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pics = [Image.fromarray(grid_array(f, nrow)) for f in frames]
-    per = max(20, duration_ms // max(1, len(pics)))
-    pics[0].save(path, save_all=True, append_images=pics[1:], duration=[per] * (len(pics) - 1) + [1000], loop=0)
-    return path
-
-
-def save_mp4(frames: torch.Tensor, path, nrow: int | None = None, fps: int = 20) -> Path | None:
-    """The same trajectory as an mp4 where opencv is installed; None otherwise."""
-    try:
-        import cv2
-    except Exception:
-        return None
-    path = Path(path)
-    arrays = [grid_array(f, nrow) for f in frames]
-    h, w = arrays[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    for a in arrays:
-        writer.write(np.ascontiguousarray(a[:, :, ::-1]))    # RGB -> BGR
-    writer.release()
-    return path if path.exists() else None
+    # small images get 64 px tiles: a video of 8 x 8 digits at 32 px would be a postage stamp
+    fps = min(30.0, max(2.0, len(frames) / seconds))
+    return write_mp4((grid_array(f, nrow, min_tile=64) for f in frames), path, fps=fps)
 
 
 def save_benchmark_figure(grids: Sequence[torch.Tensor], titles: Sequence[str], path, nrow: int = 6) -> Path:

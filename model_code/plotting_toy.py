@@ -13,7 +13,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib import animation  # noqa: E402
 
 from .plotting import save  # noqa: E402
 
@@ -45,24 +44,57 @@ def score_field_figure(grid, fields: dict, sigmas, modes, ts=None):
     return fig
 
 
-def score_field_gif(grid, fields: dict, sigmas, ts, modes, path, fps: int = 5, dpi: int = 72):
-    """Animated GIF over t of the named fields side by side (Pillow writer)."""
-    names = list(fields)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.3), squeeze=False)
-    axes = axes[0]
+def score_field_frames(grid, fields: dict, sigmas, ts, modes, dpi: int = 72):
+    """RGB frames (H, W, 3) uint8 over t of the named fields side by side, one per t."""
+    from .video import figure_array
 
-    def draw(k):
-        for ax, name in zip(axes, names):
+    names = list(fields)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.3), squeeze=False, dpi=dpi)
+    frames = []
+    for k in range(len(ts)):
+        for ax, name in zip(axes[0], names):
             ax.clear()
             _field_panel(ax, grid, fields[name][k], modes, f"{name}\nt={ts[k]:.2f}, sigma={sigmas[k]:.3g}")
-        return []
-
-    anim = animation.FuncAnimation(fig, draw, frames=len(ts), blit=False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    anim.save(path, writer=animation.PillowWriter(fps=fps), dpi=dpi)
+        fig.tight_layout()
+        frames.append(figure_array(fig))
     plt.close(fig)
-    return path
+    return frames
+
+
+def score_field_video(grid, fields: dict, sigmas, ts, modes, path, fps: int = 5, gif: bool = True, dpi: int = 72):
+    """path.mp4 (the seed's video of the score vector field) and, with `gif`, path.gif from the same frames
+    (docs/benchmarks.md shows the GIFs inline, which markdown cannot do with an mp4). Returns the files."""
+    from PIL import Image
+
+    from .video import write_mp4
+
+    frames = score_field_frames(grid, fields, sigmas, ts, modes, dpi)
+    path = Path(path)
+    written = [write_mp4(frames, path.with_name(path.name + ".mp4"), fps=fps)]
+    if gif:
+        pics = [Image.fromarray(f) for f in frames]
+        out = path.with_name(path.name + ".gif")
+        pics[0].save(out, save_all=True, append_images=pics[1:], duration=int(1000 / fps), loop=0)
+        written.append(out)
+    return written
+
+
+def marginal_figure(positions, edges, y, analytic_end, ts, analytic_t, path, title="", exts=("png",)):
+    """The marginal of the atom positions: left, the analytic p_t(y) over the diffusion time t (one row
+    per t); right, the histogram of the sampled positions against the analytic marginal where the samples
+    end. positions: every atom coordinate of every sample; analytic_t: (len(ts), len(y))."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 3.1), gridspec_kw={"width_ratios": [1, 1.15]})
+    im = left.imshow(np.asarray(analytic_t), aspect="auto", origin="lower", cmap="magma",
+                     extent=(0, 1, float(ts[0]), float(ts[-1])))
+    fig.colorbar(im, ax=left, fraction=0.046, pad=0.03, label="p_t(y)")
+    left.set_xlabel("atom position y"), left.set_ylabel("diffusion time t")
+    left.set_title("analytic marginal p_t(y) of one atom", fontsize=8)
+    right.hist(positions, bins=edges, density=True, alpha=0.55, label=f"samples ({len(positions)} positions)")
+    right.plot(y, analytic_end, "k-", lw=1.1, label="analytic")
+    right.set_xlim(0, 1), right.set_xlabel("atom position y"), right.set_ylabel("density")
+    right.set_title(title, fontsize=8), right.legend(fontsize=7)
+    fig.tight_layout()
+    return save(fig, path, exts)
 
 
 def sample_scatter(samples, modes, path, title="", exts=("png",)):

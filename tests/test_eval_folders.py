@@ -166,15 +166,52 @@ def test_plot_plots_every_evaluation_or_the_tagged_one(field_run):
     assert json.loads((out / "sr" / "metrics.json").read_text())["resolution"] == [32, 32]
     assert evaluate(field_run, "--mode", "plot", "--tag", "sr") == 0
     assert (out / "sr" / "final_stats.png").is_file()
+    # real validation fields next to generated ones, for a glance (make demo points at this figure)
+    saved = np.load(out / "sr" / "samples.npz")
+    assert saved["real_examples"].shape == (min(8, saved["real_var"].shape[0]), *saved["samples"].shape[1:])
+    from PIL import Image
+
+    with Image.open(out / "sr" / "real_vs_generated.png") as im:
+        assert im.size[0] > 300 and im.size[1] > 200
     assert evaluate(field_run, "--mode", "plot") == 0
     for folder in out.iterdir():
         if (folder / "samples.npz").exists():
-            for fig in ("samples", "mean_sample", "final_stats"):
+            for fig in ("samples", "mean_sample", "final_stats", "real_vs_generated"):
                 assert (folder / f"{fig}.png").is_file(), (folder.name, fig)
     with pytest.raises(UserError, match="no evaluation 'nope'.*sr"):
         evaluate(field_run, "--mode", "plot", "--tag", "nope")
     with pytest.raises(UserError, match="--tag must be"):
         evaluate(field_run, "--mode", "generate", "--tag", "../elsewhere")
+
+
+def test_plot_of_an_evaluation_without_real_examples_leaves_that_figure_out(field_run, capsys):
+    out = field_run / "eval"
+    assert evaluate(field_run, "--mode", "generate", "--tag", "old", "--Ntest", "2") == 0
+    with np.load(out / "old" / "samples.npz") as data:             # as written before real_examples existed
+        arrays = {k: data[k] for k in data.files if k != "real_examples"}
+    np.savez(out / "old" / "samples.npz", **arrays)
+    capsys.readouterr()
+    assert evaluate(field_run, "--mode", "plot", "--tag", "old") == 0
+    assert "real_vs_generated" not in capsys.readouterr().out
+    assert (out / "old" / "samples.png").is_file() and not (out / "old" / "real_vs_generated.png").exists()
+
+
+def test_real_vs_generated_shares_one_colour_scale(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from model_code import plotting
+
+    shown = []
+    monkeypatch.setattr(plotting, "save", lambda fig, path, exts: shown.append(fig) or [])
+    real = torch.linspace(-1, 1, 4 * 64).reshape(4, 1, 8, 8)
+    plotting.plot_real_vs_generated(real, 5 * real, tmp_path / "r", kind="real", n=3)
+    images = [im for ax in shown[0].axes for im in ax.get_images()]
+    assert len(images) == 6 and {im.get_clim() for im in images} == {images[0].get_clim()}
+    assert images[0].get_clim() == pytest.approx((float(real[:3].min()), float(real[:3].max())))
+    plotting.plot_real_vs_generated(torch.randn(2, 2, 8, 8), torch.randn(5, 2, 8, 8), tmp_path / "p", kind="phase")
+    clims = {im.get_clim() for ax in shown[1].axes for im in ax.get_images()}
+    assert clims == {(-np.pi, np.pi)}
+    plt.close("all")
 
 
 def test_overwrite_replaces_samples_and_drops_their_old_figures(field_run):
@@ -188,6 +225,7 @@ def test_overwrite_replaces_samples_and_drops_their_old_figures(field_run):
     assert again.shape[0] == 3 and np.allclose(again[:2], first, atol=1e-5)     # sample k: seed + k, any batch
     assert json.loads((out / "metrics.json").read_text())["n"] == 3
     assert not (out / "final_stats.png").exists() and not (out / "samples.png").exists()
+    assert not (out / "real_vs_generated.png").exists()
     assert not (out / run_dir.LOCK_NAME).exists()
 
 

@@ -8,7 +8,6 @@ import numpy as np
 import helpers
 import pytest
 import torch
-from PIL import Image
 
 from model_code import build
 from model_code.errors import UserError
@@ -45,12 +44,16 @@ def _sample(run, *flags):
     return max((run / "additional_samples").iterdir(), key=lambda p: p.stat().st_mtime_ns)
 
 
-def _levels(out):
-    for name in ("final.png", "init.png", "samples.npz", "process.gif"):
+def _levels(out, frames=K + 1):
+    from model_code.video import read_mp4
+
+    for name in ("final.png", "init.png", "samples.npz", "process.mp4"):
         assert (out / name).is_file(), name
-    with Image.open(out / "process.gif") as gif:
-        assert gif.n_frames == K + 1                 # u_K, ..., u_0
-    return np.load(out / "samples.npz")
+    assert not (out / "process.gif").exists()
+    assert len(read_mp4(out / "process.mp4")) == frames      # default: every state u_K, ..., u_0
+    data = np.load(out / "samples.npz")
+    assert data["process"].shape[0] == frames and np.array_equal(data["process"][-1], data["samples"])
+    return data
 
 
 def _fields(out):
@@ -197,3 +200,67 @@ def test_overwrite_and_errors(runs, capsys):
         sample_script.main(["--exp_name", str(run), "--delta", "-1"])
     status, lines = cli_exit(capsys, "--exp_name", run / "nope")
     assert status == 2 and len(lines) == 1 and "not found" in lines[0]
+
+
+def test_save_sample_freq_keeps_every_nth_level_in_the_video_and_the_npz(runs):
+    run = runs["heat_digits"]
+    full = _levels(_sample(run, "--batch_size", "3", "--seed", "11"))
+    assert list(full["process_levels"]) == [4, 3, 2, 1, 0]
+    assert np.array_equal(full["process"][0], full["init"])
+    out = _sample(run, "--batch_size", "3", "--seed", "11", "--save_sample_freq", "3", "--overwrite")
+    every3 = _levels(out, frames=3)                           # u_K always, then the multiples of 3: u_3, u_0
+    assert list(every3["process_levels"]) == [4, 3, 0]
+    assert np.array_equal(every3["process"], full["process"][[0, 1, 4]])
+    assert np.array_equal(every3["samples"], full["samples"])   # only what is kept changes, not the samples
+    with pytest.raises(UserError, match="--save_sample_freq must be >= 1"):
+        sample_script.main(["--exp_name", str(run), "--save_sample_freq", "0"])
+
+
+def test_final_noise_against_the_chain_computed_by_hand(runs):
+    run = runs["heat_digits"]
+    loaded = build.load_run(run, "model.pt", "cpu")
+    delta = loaded.process.delta
+
+    def mu(u, k):
+        with torch.no_grad():
+            return loaded.model(torch.from_numpy(u), torch.full((len(u),), k, dtype=torch.long)).numpy()
+
+    plain = _levels(_sample(run, "--batch_size", "3", "--seed", "21"))
+    # default: the std is delta at every step, and the last step adds none: u_0 = mu(u_1, 1) exactly
+    assert np.allclose(plain["noise_std"][:-1], delta) and plain["noise_std"][-1] == 0
+    assert np.isnan(plain["final_noise"])
+    u1 = plain["process"][K - 1]
+    assert np.allclose(plain["samples"], mu(u1, 1), atol=1e-6)
+    for j, k in enumerate(range(K, 1, -1)):                # u_{k-1} = mu(u_k, k) + delta eps_k
+        expect = mu(plain["process"][j], k) + delta * plain["noise"][:, j]
+        assert np.allclose(plain["process"][j + 1], expect, atol=1e-5)
+
+    out = _sample(run, "--batch_size", "3", "--seed", "21", "--final_noise", "0.2")
+    assert out.name == "random-latest-delta0.0125-final0.2-seed21"
+    fin = _levels(out)
+    std = delta + (0.2 - delta) * np.arange(K) / (K - 1)      # linear from delta (k = K) to 0.2 (k = 1)
+    assert np.allclose(fin["noise_std"], std) and float(fin["final_noise"]) == 0.2
+    assert np.array_equal(fin["noise"], plain["noise"]) and np.array_equal(fin["init"], plain["init"])
+    u = fin["init"]
+    for j, k in enumerate(range(K, 0, -1)):                # every step adds noise now, the last with std 0.2
+        u = (mu(u, k) + std[j] * fin["noise"][:, j]).astype(np.float32)
+        assert np.allclose(fin["process"][j + 1], u, atol=1e-5)
+    assert np.allclose(fin["samples"], u, atol=1e-5)
+    assert np.abs(fin["samples"] - mu(fin["process"][K - 1], 1)).mean() > 0.05     # not the mean any more
+    with pytest.raises(UserError, match="--final_noise must be >= 0"):
+        sample_script.main(["--exp_name", str(run), "--final_noise", "-0.1"])
+
+
+def test_levels_flags_on_other_runs_are_one_line(runs, capsys):
+    status, lines = cli_exit(capsys, "--exp_name", runs["ve_volcano"], "--final_noise", "0.1")
+    assert status == 2 and len(lines) == 1 and "levels runs" in lines[0]
+    status, lines = cli_exit(capsys, "--exp_name", runs["toy"], "--save_sample_freq", "2")
+    assert status == 2 and len(lines) == 1 and "levels runs" in lines[0]
+
+
+def test_help_explains_the_heat_flags(capsys):
+    with pytest.raises(SystemExit):
+        sample_script.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--save_sample_freq N" in text and "every N levels" in text
+    assert "--final_noise F" in text and "mean of the last step" in text
