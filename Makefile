@@ -2,7 +2,8 @@
 # (scripts/setup_venv.sh: about 0.1 s when nothing changed).
 #
 #   make demo     synthetic data -> short training run -> samples, super-resolution, plots
-#   make test     the test suite (what .ci/run and the README use)
+#   make test     the test suite (what .ci/run and the README use): the main suite in .venv, then
+#                 tests/vision (real torchvision, clean-fid) in .venv-vision
 #   make bench    noise-sampler, sample-quality, sampler, digits (every image system) and model benchmarks
 #                 (VE / FFM / GANO at equal compute, 32 px and 2x super-resolution)
 #   make clean    remove the demo's run folders (never the data)
@@ -16,6 +17,7 @@ SHELL := /bin/bash
 DATA_DIR ?= data
 SAVEDIR ?= results
 PYTHON := .venv/bin/python
+PYTHON_VISION := .venv-vision/bin/python
 PYTEST_ARGS ?=
 
 # Absolute forms: the launchers change directory before starting Python.
@@ -23,17 +25,24 @@ DATA_ABS = $(abspath $(DATA_DIR))
 SAVE_ABS = $(abspath $(SAVEDIR))
 PYTHON_ABS = $(abspath $(PYTHON))
 
-.PHONY: help venv test demo bench clean
+.PHONY: help venv venv-vision test demo bench clean
 
 help: ## list the targets
 	@echo "usage: make <target> [DATA_DIR=data] [SAVEDIR=results]"
-	@grep -E '^[a-z]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/^([a-z]+):.*## /  \1\t/' | expand -t 10
+	@grep -E '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 14
 
 venv: ## create/update .venv (torch only if missing; uv when available)
 	@bash scripts/setup_venv.sh
 
-test: venv ## run the test suite (pytest)
-	$(PYTHON) -m pytest -q -p no:cacheprovider -rfE $(PYTEST_ARGS)
+venv-vision: venv ## create/update .venv-vision (torch + torchvision pair, clean-fid; .venv's other packages)
+	@bash scripts/setup_vision_venv.sh
+
+# Two runs, both must pass.  tests/vision need a torchvision, which no PyPI release provides beside
+# .venv's CPU torch: they run in .venv-vision, and REQUIRE_VISION_TESTS=1 makes their absence an error
+# there instead of a silent skip.
+test: venv venv-vision ## run the test suite: .venv, then tests/vision in .venv-vision
+	$(PYTHON) -m pytest -q -p no:cacheprovider -rfE --ignore=tests/vision $(PYTEST_ARGS)
+	REQUIRE_VISION_TESTS=1 $(PYTHON_VISION) -m pytest -q -p no:cacheprovider -rfE tests/vision $(PYTEST_ARGS)
 
 # One shell for the whole recipe, so the run id chosen here is known to the
 # evaluation steps.  The id is a timestamp plus the shell's pid: never a
@@ -56,6 +65,8 @@ demo: venv ## synthetic data, a short training run, then generate / superres / p
 	bash exps/launch_eval.sh sbgm "demo/$$id" --mode=plot; \
 	echo; \
 	echo "== demo finished. Run folder: $$run"; \
+	echo "   at a glance, real validation fields next to generated ones (one colour scale):"; \
+	find "$$run/eval" -name real_vs_generated.png | sort | sed 's/^/     /'; \
 	echo "   training log and metrics: $$run/results.json, config: $$run/config.json"; \
 	echo "   samples during training:  $$run/samples/"; \
 	echo "   evaluations (one folder each, named mode-checkpoint-sampler-steps):"; \

@@ -5,7 +5,7 @@
     python eval.py --exp_name RUN --mode superres   # field runs: the same on a grid --factor times finer
     python eval.py --exp_name RUN --mode plot       # field runs: figures for every evaluation under RUN/eval
     python eval.py --exp_name RUN --mode elbo       # levels (heat / linear map) runs: negative ELBO, bits/dim
-    python eval.py --exp_name RUN --mode fid --fid_weights inception.pt   # image runs: FID
+    python eval.py --exp_name RUN --mode fid --fid_weights inception-2015-12-05.pt   # image runs: clean-fid's FID
     python eval.py --exp_name RUN --mode frechet    # image runs: Frechet distance in digits-classifier features
     python eval.py --exp_name RUN --mode score      # toy runs: score error vs the analytic score, mode balance
 
@@ -70,12 +70,16 @@ def parse_args(argv=None):
                    help="samplers other than annealed_langevin: the last level of the EDM grid (default: the run's)")
     p.add_argument("--delta", type=float, default=None, help="levels runs: sampling / ELBO noise std (default: the "
                                                              "run's sampler.delta)")
-    p.add_argument("--dataset_split", default="valid", choices=("train", "valid"),
-                   help="elbo / fid / frechet: real images from the training or validation split (default valid)")
+    p.add_argument("--dataset_split", default=None, choices=("train", "valid", "test", "custom"),
+                   help="elbo / fid / frechet: real images from the run's training or validation split, train | valid "
+                        "(default valid); fid with --dataset_name_cleanfid: the split of clean-fid's statistics, "
+                        "train | test | custom (default train)")
     p.add_argument("--n_images", type=int, default=None, help="elbo: only the first N images (default all)")
     p.add_argument("--fid_weights", default=None,
-                   help="fid: local Inception feature extractor, a TorchScript file mapping (B, 3, 299, 299) images "
-                        "in [0, 255] to features (e.g. clean-fid's inception-2015-12-05.pt); required for fid")
+                   help="fid (computed by clean-fid, which needs torchvision: run it with "
+                        ".venv-vision/bin/python): the Inception TorchScript file clean-fid uses, "
+                        "inception-2015-12-05.pt (any file name), or any TorchScript module mapping (B, 3, 299, 299) "
+                        "images in [0, 255] to (B, F) features; required for fid, never downloaded")
     p.add_argument("--experiment_name", default=None,
                    help="elbo / fid / frechet: also add the result, keyed by --param_name (default: the evaluation "
                         "folder's name), to <results_root>/<dataset_name>/evaluation_results/<experiment_name>/"
@@ -87,13 +91,43 @@ def parse_args(argv=None):
     p.add_argument("--config", default=None,
                    help="accepted for the published command lines and not needed: the checkpoint holds the config")
     p.add_argument("--dataset_name_cleanfid", default=None,
-                   help="accepted for the published command lines; FID here compares with the run's own real "
-                        "images (--dataset_split), not clean-fid's precomputed statistics")
+                   help="fid: compare with clean-fid's reference statistics of this data set (e.g. cifar10) and "
+                        "--dataset_split, at the run's image size, instead of the run's own real images: the file "
+                        "<name>_clean_<split>_<size>.npz (clean-fid's name; <size> is na for split custom) from "
+                        "--fid_stats_dir or clean-fid's own stats folder")
+    p.add_argument("--fid_stats_dir", default=None,
+                   help="fid with --dataset_name_cleanfid: the folder holding clean-fid's statistics file (default: "
+                        "clean-fid's own stats folder; nothing is downloaded)")
     p.add_argument("--no_ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--quiet", action="store_true",
                    help="no progress output (bars on a terminal; plain lines, at most one a minute, in a log)")
     return p.parse_args(argv)
+
+
+def _check_fid_flags(cli) -> None:
+    """--dataset_split names the run's split, or with --dataset_name_cleanfid clean-fid's; resolves its default."""
+    import re
+
+    cleanfid = cli.dataset_name_cleanfid
+    for flag, value in (("dataset_name_cleanfid", cleanfid), ("fid_stats_dir", cli.fid_stats_dir)):
+        if value is not None and cli.mode != "fid":
+            raise UserError(f"--{flag} applies to --mode fid only")
+    if cli.fid_stats_dir is not None and cleanfid is None:
+        raise UserError("--fid_stats_dir holds clean-fid statistics: give --dataset_name_cleanfid NAME too")
+    if cleanfid is None:
+        cli.dataset_split = cli.dataset_split or "valid"
+        if cli.dataset_split not in ("train", "valid"):
+            raise UserError(f"--dataset_split {cli.dataset_split} names clean-fid statistics (with "
+                            f"--dataset_name_cleanfid); the run's own images are train | valid")
+        return
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", cleanfid):
+        raise UserError(f"--dataset_name_cleanfid must be a clean-fid data set name (letters, digits, . _ + -); "
+                        f"got '{cleanfid}'")
+    cli.dataset_split = cli.dataset_split or "train"
+    if cli.dataset_split not in ("train", "test", "custom"):
+        raise UserError(f"clean-fid statistics have the splits train | test | custom; got --dataset_split "
+                        f"{cli.dataset_split}")
 
 
 def modes_for(kind: str, process: str, elbo: bool = True) -> tuple:
@@ -133,9 +167,9 @@ def main(argv=None) -> int:
     check_tag(cli.tag)
     if cli.experiment_name is not None and cli.mode not in ("elbo", "fid", "frechet"):
         raise UserError(f"--experiment_name adds elbo / fid / frechet results to a table; not --mode {cli.mode}")
-    for flag in ("config", "dataset_name_cleanfid"):
-        if getattr(cli, flag) is not None:
-            print(f"eval.py: note: --{flag} is not needed here and is ignored (see --help)", file=sys.stderr)
+    if cli.config is not None:
+        print("eval.py: note: --config is not needed here and is ignored (see --help)", file=sys.stderr)
+    _check_fid_flags(cli)
     if cli.mode == "superres" and cli.factor < 1:
         raise UserError(f"--factor must be >= 1; got {cli.factor}")
     if cli.mode == "fid" and not cli.fid_weights:

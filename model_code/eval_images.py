@@ -5,11 +5,16 @@ image), with its per-level breakdown, in nats and bits per dimension, bpd = nats
 D = C H W. One generator seeded with --seed runs through the batches, so a value is
 reproducible for a given seed and batch size (another batch size draws other noise).
 
-fid: the Frechet distance between Inception features of generated and real images, with a
-local TorchScript Inception (--fid_weights; it cannot be downloaded on the machines here).
-frechet: the same distance in the features of the small digits classifier
+fid: clean-fid's FID (fid.py: its `clean` resize, features, statistics and distance) of the
+generated images against the run's real images or clean-fid reference statistics, with the
+user's TorchScript Inception (--fid_weights; nothing is downloaded). It needs clean-fid and
+torchvision (.venv-vision).
+frechet: the Frechet distance in the features of the small digits classifier
 (digits_classifier.py), with its real-vs-real floor (two disjoint halves of the real set).
-Both come from --Ntest samples with seeds --seed + k, for any process.
+Both come from --Ntest (--num_gen) samples with seeds --seed + k, for any process.
+
+Each also writes one line, as the inverse-heat code's evaluation logs do, to <mode>_log.txt
+beside metrics.json (log_line below).
 """
 from __future__ import annotations
 
@@ -72,11 +77,20 @@ def elbo_line(summary: dict) -> str:
     return line
 
 
-def fid(weights, fake: torch.Tensor, real: torch.Tensor, batch_size: int, device) -> dict:
+def fid(model, fake: torch.Tensor, real, reference, batch_size: int, device, verbose: bool = False) -> dict:
     from . import fid as fid_mod
 
-    extractor = fid_mod.load_extractor(weights, device)
-    return {"fid": fid_mod.fid_from_images(extractor, fake, real, batch_size, device), "num_real": len(real)}
+    finite = torch.isfinite(fake.reshape(len(fake), -1)).all(1)
+    return {"fid": fid_mod.fid(model, fake, real, reference, batch_size, device, verbose),
+            "n_nonfinite": int((~finite).sum())}
+
+
+LOG_WORDS = {"fid": "FID", "elbo": "NELBO (bits/dim)"}
+
+
+def log_line(mode: str, checkpoint, value: float) -> str:
+    """<checkpoint> FID: <value> / <checkpoint> NELBO (bits/dim): <value>, the line of <mode>_log.txt."""
+    return f"{checkpoint} {LOG_WORDS[mode]}: {float(value)!r}"
 
 
 def frechet(fake: torch.Tensor, real: torch.Tensor, seed: int = 0) -> dict:

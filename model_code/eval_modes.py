@@ -117,6 +117,16 @@ def generate(cli, run, ckpt: str, out_root: Path) -> int:
 
 # ------------------------------------------------------------------------ elbo / fid / frechet
 
+def _write_log(cli, ckpt: str, mode: str, value: float):
+    """after(out) of _evaluate: <mode>_log.txt beside metrics.json, one line (replaced with --overwrite, like the
+    rest of the folder)."""
+    from .eval_images import log_line
+    from .files import atomic_write_text
+
+    line = log_line(mode, Path(cli.exp_name) / ckpt, value)
+    return lambda out: atomic_write_text(out / f"{mode}_log.txt", line + "\n")
+
+
 def elbo(cli, run, ckpt: str, out_root: Path) -> int:
     from .eval_common import run_summary
     from .eval_images import elbo as elbo_of, elbo_line, elbo_name
@@ -137,12 +147,15 @@ def elbo(cli, run, ckpt: str, out_root: Path) -> int:
                   "seed": cli.seed, "n_images": len(images), "K": int(run.process.K),
                   "per_level_nats": summary["per_level_nats"], "per_level_bpd": summary["per_level_bpd"],
                   "metrics": {"bpd": summary["bpd"], "neg_elbo_nats": summary["neg_elbo_nats"]}}
-        return result, {"terms": terms.numpy()}, "terms.npz", None
+        return result, {"terms": terms.numpy()}, "terms.npz", _write_log(cli, ckpt, "elbo", summary["bpd"])
 
     return _evaluate(cli, out, compute, run)
 
 
-def _sample_metric(cli, run, ckpt: str, out_root: Path, metric) -> int:
+def _sample_metric(cli, run, ckpt: str, out_root: Path, metric, reference: str | None = None,
+                   extra: dict | None = None) -> int:
+    """metric(fake, real, batch) -> metrics of --Ntest samples against the --dataset_split images, or against
+    `reference` (a word for the folder name; the real images are not loaded then); extra: more of metrics.json."""
     from .eval_common import generate as draw, labels_for, run_summary, sampler_summary
     from .eval_images import sample_metric_name
 
@@ -150,30 +163,48 @@ def _sample_metric(cli, run, ckpt: str, out_root: Path, metric) -> int:
     n = cli.Ntest or (FID_DEFAULT_N if cli.mode == "fid" else run.cfg.eval.n_samples)
     if n < 2:
         raise UserError(f"--Ntest must be at least 2 for a Frechet distance; got {n}")
-    name = cli.tag or sample_metric_name(cli.mode, ckpt, options, n, cli.dataset_split, cli.sigma_min,
+    name = cli.tag or sample_metric_name(cli.mode, ckpt, options, n, reference or cli.dataset_split, cli.sigma_min,
                                          not cli.no_ema, cli.seed)
     out = out_root / name
     batch = cli.val_batch_size or run.cfg.eval.batch_size
     progress, lines = _progress(cli)
-    _start(cli, run, ckpt, out, f"{n} samples against the {cli.dataset_split} images", options)
-    real, _ = _split(cli, run)
+    against = reference or f"the {cli.dataset_split} images"
+    _start(cli, run, ckpt, out, f"{n} samples against {against}", options)
+    real = None if reference else _split(cli, run)[0]
 
     def compute():
         seeds = [cli.seed + k for k in range(n)]
         fake = draw(run, seeds, run.shape, options, batch, progress, lines, labels_for(run, seeds))
+        values = metric(fake, real, batch)
         summary = {**run_summary(run, name, cli.mode, ckpt, not cli.no_ema), "n": n, "seed": cli.seed,
-                   "split": cli.dataset_split, "n_real": len(real), **sampler_summary(options),
-                   "metrics": metric(fake, real, batch)}
-        return summary, {"samples": fake.numpy(), "seeds": np.array(seeds)}, "samples.npz", None
+                   "split": reference or cli.dataset_split, "n_real": None if real is None else len(real),
+                   **sampler_summary(options), **(extra or {}), "metrics": values}
+        after = _write_log(cli, ckpt, "fid", values["fid"]) if cli.mode == "fid" else None
+        return summary, {"samples": fake.numpy(), "seeds": np.array(seeds)}, "samples.npz", after
 
     return _evaluate(cli, out, compute, run)
 
 
 def fid(cli, run, ckpt: str, out_root: Path) -> int:
+    """clean-fid's FID (fid.py); the extractor and any reference statistics are checked before sampling."""
+    from . import fid as fid_mod
     from .eval_images import fid as fid_of
 
-    return _sample_metric(cli, run, ckpt, out_root, lambda fake, real, batch: {
-        **fid_of(cli.fid_weights, fake, real, batch, run.device), "fid_weights": str(cli.fid_weights)})
+    fid_mod.cleanfid()
+    model, described = fid_mod.load_feature_model(cli.fid_weights, run.device)
+    reference, word = None, None
+    info = {"backend": fid_mod.backend(), "resize": fid_mod.RESIZE, "features": described,
+            "weights": str(cli.fid_weights), "reference": f"the run's {cli.dataset_split} images"}
+    if cli.dataset_name_cleanfid:
+        mu, sigma, path = fid_mod.reference_statistics(cli.dataset_name_cleanfid, cli.dataset_split,
+                                                       run.shape[-1], cli.fid_stats_dir)
+        reference = (mu, sigma)
+        word = f"{cli.dataset_name_cleanfid}_{cli.dataset_split}".lower()
+        info["reference"] = f"clean-fid statistics {Path(path).name} ({path})"
+    verbose = _progress(cli)[0]
+    return _sample_metric(cli, run, ckpt, out_root,
+                          lambda fake, real, batch: fid_of(model, fake, real, reference, batch, run.device, verbose),
+                          reference=word, extra={"fid": info})
 
 
 def frechet(cli, run, ckpt: str, out_root: Path) -> int:

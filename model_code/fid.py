@@ -1,24 +1,38 @@
-"""Frechet Inception distance from a local feature extractor (Heusel et al. 2017).
+"""Frechet distances: the formula, and FID (Heusel et al. 2017) through clean-fid.
 
-FID = |mu_1 - mu_2|^2 + tr(S_1 + S_2 - 2 (S_1 S_2)^{1/2}) between Gaussians fitted to the
-features of generated and real images. Inception weights cannot be downloaded on these
-machines, so the extractor is a local TorchScript file that maps (B, 3, 299, 299) images
-with values in [0, 255] to (B, F) features, e.g. clean-fid's ``inception-2015-12-05.pt``
-(called with ``return_features=True`` when its forward takes that argument). Grey images
-are repeated to 3 channels and every image is resized bilinearly to 299 x 299.
+frechet_distance is |mu_1 - mu_2|^2 + tr(S_1 + S_2 - 2 (S_1 S_2)^{1/2}) between two Gaussians,
+the project's one implementation of it (digits_classifier.py's Frechet distance uses it, and it is
+tested against direct formulas).
+
+FID (eval.py --mode fid) is clean-fid's (Parmar et al. 2022), so that its numbers compare with
+clean-fid's published ones: the images are quantised to 8 bits (as a saved PNG is; grey images
+repeated to 3 channels), resized to 299 x 299 by clean-fid's `clean` resizer (PIL bicubic on
+float32, channel by channel), and go through clean-fid's feature function, statistics and
+Frechet distance. clean-fid imports torchvision, which does not import beside this project's CPU
+torch: FID runs in .venv-vision (scripts/setup_vision_venv.sh), or in any environment with a
+matching torch / torchvision and `pip install --no-deps clean-fid==0.1.35`; elsewhere it is one
+UserError saying so. Nothing is downloaded: the feature network is the user's TorchScript file,
+either clean-fid's inception-2015-12-05.pt (run through clean-fid's own wrapper, InceptionV3W) or
+any module mapping (B, 3, 299, 299) images in [0, 255] to (B, F) features (clean-fid's custom
+feature extractor); reference statistics are clean-fid's .npz files, read from a folder the user
+gives or from clean-fid's own stats folder.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .errors import UserError
 
-INCEPTION_SIZE = 299
+CLEANFID_SPEC = "clean-fid==0.1.35"
+CLEANFID_MODE = "clean"
+INCEPTION_FILE = "inception-2015-12-05.pt"
+RESIZE = "clean: PIL bicubic on float32 images to 299 x 299 (clean-fid)"
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
@@ -43,42 +57,140 @@ def feature_statistics(features: torch.Tensor):
     return f.mean(0), np.cov(f, rowvar=False)
 
 
-def load_extractor(path, device="cpu"):
+# ----------------------------------------------------------------------------- FID through clean-fid
+
+def cleanfid():
+    """clean-fid's fid module, or one UserError naming what to install."""
+    try:
+        import torchvision  # noqa: F401  clean-fid needs it; one built for another torch fails here already
+        from cleanfid import fid as cleanfid_fid
+    except Exception as err:   # ImportError, or a torchvision built for another torch (RuntimeError, OSError)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"--mode fid computes FID with clean-fid, which cannot be imported here ({first[:120]}): "
+                        f"run `make venv-vision` and use .venv-vision/bin/python, or install a torchvision built "
+                        f"for this torch and `pip install --no-deps {CLEANFID_SPEC}`") from None
+    return cleanfid_fid
+
+
+def backend() -> str:
+    from importlib import metadata
+
+    try:
+        return f"clean-fid {metadata.version('clean-fid')}"
+    except metadata.PackageNotFoundError:
+        return "clean-fid"
+
+
+def load_feature_model(path, device="cpu"):
+    """(model, description) for clean-fid's feature function: its InceptionV3W around the Inception
+    TorchScript file, or any other TorchScript module as a custom feature extractor."""
+    cleanfid()
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--fid_weights file not found: {path}")
     try:
-        model = torch.jit.load(str(path), map_location=device)
+        with warnings.catch_warnings():     # newer torch calls TorchScript deprecated; the Inception file is one
+            warnings.filterwarnings("ignore", message="`torch.jit", category=FutureWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"{path} is not a TorchScript feature extractor ({first[:160]}); a PyTorch state dict "
                         f"(e.g. pytorch-fid's pt_inception-*.pth) is not supported") from None
-    return model.eval()
+    # The Inception file's convolutions sit in `layers`, which InceptionV3W calls on (x - 128) / 128.
+    if not hasattr(module, "layers"):
+        return module.to(device).eval(), "TorchScript feature extractor (clean-fid custom_feat_extractor)"
+    from cleanfid.inception_torchscript import InceptionV3W
+
+    # InceptionV3W takes a folder holding the file under its published name.
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`torch.jit", category=FutureWarning)
+        folder = path.parent
+        if path.name != INCEPTION_FILE:
+            folder = Path(tmp)
+            os.symlink(path.resolve(), folder / INCEPTION_FILE)
+        model = InceptionV3W(str(folder), download=False, resize_inside=False)
+    return model.to(device).eval(), "Inception-v3 TorchScript (clean-fid InceptionV3W)"
 
 
-def _takes_return_features(model) -> bool:
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) uint8 of images (N, 1 | 3, H, W) in [0, 1]: rounded as a saved PNG is, grey repeated;
+    NaN becomes 0."""
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise UserError(f"FID takes images (N, 1 or 3, H, W); got shape {tuple(images.shape)}")
+    x = torch.round(torch.nan_to_num(images.detach().float().cpu(), nan=0.0).clamp(0, 1) * 255).to(torch.uint8)
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+def features(model, images: torch.Tensor, batch_size: int = 64, device="cpu", verbose: bool = False) -> np.ndarray:
+    """(N, F) clean-fid features of images (N, C, H, W) in [0, 1] (cleanfid.fid.get_model_features, `clean`
+    resize)."""
+    cf = cleanfid()
+    u8 = to_uint8(images)
+    if len(u8) == 0:
+        raise UserError("FID needs images; got none")
+    starts = iter(range(0, len(u8), batch_size))
+
+    def serve(_latents):
+        # get_model_features asks a generator for batch_size images per call and cuts the last call's
+        # surplus off, so the last batch is padded with copies of its last image.
+        i = next(starts)
+        batch = u8[i:i + batch_size]
+        if len(batch) < batch_size:
+            batch = torch.cat([batch, batch[-1:].expand(batch_size - len(batch), -1, -1, -1)])
+        return batch
+
+    with torch.random.fork_rng(devices=[]):       # its latents (ignored here) must not move the caller's RNG
+        return cf.get_model_features(serve, model, mode=CLEANFID_MODE, z_dim=1, num_gen=len(u8),
+                                     batch_size=batch_size, device=torch.device(device), verbose=verbose)
+
+
+def fid(model, fake: torch.Tensor, real: torch.Tensor | None = None, reference=None, batch_size: int = 64,
+        device="cpu", verbose: bool = False) -> float:
+    """clean-fid's FID of `fake` against `real` (images) or `reference` ((mu, sigma) statistics)."""
+    cf = cleanfid()
+    fake_features = features(model, fake, batch_size, device, verbose)
+    if reference is not None and np.shape(reference[0]) != fake_features.shape[1:]:
+        raise UserError(f"the reference statistics have {np.shape(reference[0])[0]} features, the feature "
+                        f"extractor gives {fake_features.shape[1]}")
     try:
-        return "return_features" in str(model.forward.schema)
-    except AttributeError:
-        return False
+        if reference is None:
+            return float(cf.fid_from_feats(fake_features, features(model, real, batch_size, device, verbose)))
+        return float(cf.frechet_distance(np.mean(fake_features, axis=0), np.cov(fake_features, rowvar=False),
+                                         *reference))
+    except ValueError as err:       # clean-fid's "Imaginary component ..." of an ill-conditioned product
+        raise UserError(f"clean-fid could not compute the FID ({err}); more samples (--num_gen) give better "
+                        f"conditioned covariances") from None
 
 
-@torch.no_grad()
-def features(model, images: torch.Tensor, batch_size: int = 64, device="cpu") -> torch.Tensor:
-    """(N, F) features of images (N, C, H, W) in [0, 1]."""
-    flag = _takes_return_features(model)
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(device).float().clamp(0, 1)
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False) * 255
-        f = model(x, return_features=True) if flag else model(x)
-        out.append(f.reshape(len(x), -1).cpu())
-    return torch.cat(out)
+def stats_file_name(name: str, split: str, resolution: int) -> str:
+    """The file name clean-fid gives reference statistics (cleanfid.features.get_reference_statistics)."""
+    res = "na" if split == "custom" else resolution
+    return f"{name}_{CLEANFID_MODE}_{split}_{res}.npz".lower()
 
 
-def fid_from_images(model, fake: torch.Tensor, real: torch.Tensor, batch_size: int = 64, device="cpu") -> float:
-    mu1, s1 = feature_statistics(features(model, fake, batch_size, device))
-    mu2, s2 = feature_statistics(features(model, real, batch_size, device))
-    return frechet_distance(mu1, s1, mu2, s2)
+def reference_statistics(name: str, split: str, resolution: int, stats_dir=None):
+    """(mu, sigma, file) of clean-fid reference statistics: from stats_dir when given, else from clean-fid's
+    own stats folder through clean-fid's get_reference_statistics; never downloaded."""
+    cleanfid()
+    import cleanfid as package
+
+    file_name = stats_file_name(name, split, resolution)
+    if stats_dir is not None:
+        path = Path(stats_dir) / file_name
+        if not path.is_file():
+            raise UserError(f"clean-fid reference statistics {file_name} not found in --fid_stats_dir {stats_dir}")
+        try:
+            with np.load(path) as stats:
+                return stats["mu"], stats["sigma"], str(path)
+        except (OSError, ValueError, KeyError) as err:
+            raise UserError(f"{path} is not clean-fid reference statistics (an .npz with mu and sigma): "
+                            f"{str(err)[:120]}") from None
+    own = Path(package.__file__).parent / "stats" / file_name
+    if not own.is_file():
+        raise UserError(f"clean-fid reference statistics {file_name} are not in clean-fid's stats folder "
+                        f"({own.parent}) and cannot be downloaded here: pass --fid_stats_dir FOLDER holding it")
+    from cleanfid.features import get_reference_statistics
+
+    # the file is present, so clean-fid reads it rather than downloading it
+    mu, sigma = get_reference_statistics(name, resolution, mode=CLEANFID_MODE, split=split)
+    return mu, sigma, str(own)

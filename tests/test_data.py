@@ -475,33 +475,6 @@ def test_digits_come_with_their_labels():
     assert torch.bincount(d.valid_labels, minlength=10).min() > 20       # every class in the validation split
 
 
-def test_torchvision_labels_are_passed_through(monkeypatch):
-    """MNIST / CIFAR-10 labels come from torchvision's targets (a stand-in torchvision here: offline)."""
-    import types
-
-    from model_code.data import images, load_dataset
-
-    class FakeMNIST:
-        def __init__(self, root, train, download):
-            n = 12 if train else 5
-            self.data = torch.arange(n * 28 * 28, dtype=torch.int64).reshape(n, 28, 28).remainder(256).to(torch.uint8)
-            self.targets = torch.arange(n) % 10 if train else torch.tensor([9, 8, 7, 6, 5])
-
-    class FakeCIFAR:
-        def __init__(self, root, train, download):
-            self.data = np.zeros((4, 32, 32, 3), dtype=np.uint8)
-            self.targets = [3, 1, 4, 1]
-
-    fake = types.SimpleNamespace(MNIST=FakeMNIST, CIFAR10=FakeCIFAR)
-    monkeypatch.setattr(images, "_torchvision_datasets", lambda: fake)
-    d = load_dataset("mnist", max_examples=7)
-    assert d.train.shape == (7, 1, 28, 28) and d.train_labels.tolist() == [0, 1, 2, 3, 4, 5, 6]
-    assert d.valid_labels.tolist() == [9, 8, 7, 6, 5] and (d.levels, d.num_classes) == (256, 10)
-    assert d.train[0, 0, 0, 1].item() == pytest.approx(1 / 255)
-    c = load_dataset("cifar10")
-    assert c.train.shape == (4, 3, 32, 32) and c.train_labels.tolist() == [3, 1, 4, 1]
-
-
 def test_images_at_another_size_and_channel_count():
     from model_code.data import load_dataset
 

@@ -1,5 +1,7 @@
-"""Frechet distance (model_code/fid.py) against direct formulas, the local-extractor pipeline, and
-eval.py's elbo / fid / frechet on image runs: their numbers recomputed from what they wrote."""
+"""Frechet distance (model_code/fid.py) against direct formulas, and eval.py's elbo / fid / frechet on
+image runs: their numbers recomputed from what they wrote. FID itself is clean-fid's, which needs
+torchvision: its tests are in tests/vision/test_cleanfid.py (.venv-vision); here, its flags and the
+one-line error where it cannot be imported."""
 import json
 import math
 import shutil
@@ -9,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from model_code import build, fid
 from model_code.errors import UserError
@@ -42,42 +43,6 @@ def test_frechet_distance_of_general_gaussians():
     assert abs(fid.frechet_distance(mu1, s1, mu1, s1)) < 1e-8
 
 
-class _TinyFeatures(nn.Module):
-    def forward(self, x):
-        return torch.cat([x.mean((2, 3)), x.std((2, 3))], dim=1)
-
-
-def test_local_torchscript_extractor(tmp_path):
-    path = tmp_path / "tiny.pt"
-    torch.jit.save(torch.jit.script(_TinyFeatures()), str(path))
-    model = fid.load_extractor(path)
-    g = torch.Generator().manual_seed(0)
-    real = torch.rand(40, 1, 8, 8, generator=g)
-    feats = fid.features(model, real, batch_size=16)
-    assert feats.shape == (40, 6)
-    # Grey -> 3 equal channels, [0, 1] -> [0, 255] at 299 x 299: channel means are 255 * image means.
-    assert torch.allclose(feats[:, 0], 255 * real.mean((1, 2, 3)), rtol=1e-4)
-    # FID(real, real) is exactly 0; its round-off scales with the features (~255), so bound it relative to
-    # tr(S), float64 as frechet_distance computes. Grey images give 3 equal channels, so the 6 x 6 covariance
-    # S has rank 2 and sqrtm(S S) has 4 zero eigenvalues: their round-off, ~eps |S|^2, comes back as
-    # ~sqrt(eps) |S|, hence d sqrt(eps_64) tr(S) (x 10): 2.4e-4 here, against 3e-6 to 3e-13 measured
-    # (BLAS- and thread-dependent); a wrong mean or trace term is of order tr(S) = 273 or more.
-    d = feats.shape[1]
-    trace = np.trace(fid.feature_statistics(feats)[1])
-    assert abs(fid.fid_from_images(model, real, real, 16)) <= 10 * d * math.sqrt(np.finfo(np.float64).eps) * trace
-    # RGB images: S is full rank (condition ~20), so the round-off is ~eps_64 tr(S) (~3e-15 tr(S) measured).
-    rgb = torch.rand(40, 3, 8, 8, generator=g)
-    rgb_trace = np.trace(fid.feature_statistics(fid.features(model, rgb, batch_size=16))[1])
-    assert abs(fid.fid_from_images(model, rgb, rgb, 16)) <= 1e-10 * rgb_trace
-    assert fid.fid_from_images(model, real * 0.5, real, 16) > 100
-    bad = tmp_path / "bad.pth"
-    torch.save({"w": torch.zeros(1)}, bad)
-    with pytest.raises(UserError, match="TorchScript"):
-        fid.load_extractor(bad)
-    with pytest.raises(UserError, match="not found"):
-        fid.load_extractor(tmp_path / "none.pt")
-
-
 # --------------------------------------------------------------------------- eval.py on image runs
 
 @pytest.fixture(scope="module")
@@ -102,26 +67,30 @@ def _valid(run):
     return build.build_dataset(loaded.cfg, None).valid
 
 
-def test_fid_of_a_levels_run_is_the_distance_of_its_samples(runs, tmp_path):
+def test_fid_flags_and_the_error_where_clean_fid_cannot_be_imported(runs, tmp_path, monkeypatch, capsys):
+    import helpers
+
     run = runs["heat_digits"]
-    weights = tmp_path / "tiny.pt"
-    torch.jit.save(torch.jit.script(_TinyFeatures()), str(weights))
+    weights = tmp_path / "any.pt"
+    weights.write_bytes(b"")
     with pytest.raises(UserError, match="needs --fid_weights"):
         eval_script.main(["--exp_name", str(run), "--mode", "fid"])
+    for flags, message in (
+            (["--mode", "elbo", "--dataset_name_cleanfid", "cifar10"], "--dataset_name_cleanfid applies to --mode fid"),
+            (["--mode", "fid", "--fid_stats_dir", "x"], "give --dataset_name_cleanfid NAME too"),
+            (["--mode", "fid", "--dataset_split", "test"], "--dataset_split test names clean-fid statistics"),
+            (["--mode", "fid", "--dataset_name_cleanfid", "cifar10", "--dataset_split", "valid"],
+             "splits train | test | custom"),
+            (["--mode", "fid", "--dataset_name_cleanfid", "../x"], "must be a clean-fid data set name")):
+        with pytest.raises(UserError, match=message):
+            eval_script.main(["--exp_name", str(run), "--fid_weights", str(weights), *flags])
+    # torchvision missing (as in .venv) or broken: one line naming what to install, before any sampling
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    status, lines = helpers.cli_exit(capsys, eval_script.main, "eval.py", "--exp_name", run, "--mode", "fid",
+                                     "--fid_weights", weights, "--quiet")
+    assert status == 2 and len(lines) == 1
+    assert "clean-fid" in lines[0] and "make venv-vision" in lines[0] and "pip install --no-deps clean-fid" in lines[0]
     assert not (run / "eval").exists()
-    out = _evaluate(run, "--mode", "fid", "--fid_weights", weights, "--Ntest", "12", "--val_batch_size", "5")
-    assert out.name == "fid-latest-levels-delta0.0125-gen12"
-    summary = json.loads((out / "metrics.json").read_text())
-    samples = torch.from_numpy(np.load(out / "samples.npz")["samples"])
-    assert samples.shape == (12, 1, 8, 8) and summary["n"] == 12
-    expected = fid.fid_from_images(fid.load_extractor(weights), samples, _valid(run), 16)
-    assert math.isfinite(summary["metrics"]["fid"]) and summary["metrics"]["fid"] > 0
-    assert summary["metrics"]["fid"] == pytest.approx(expected, rel=1e-6)
-    # the samples do not depend on the batch size: seed + k is sample k
-    loaded = build.load_run(run, "model.pt", "cpu")
-    again = loaded.process.sample(loaded.model, [eval_script.parse_args(["--exp_name", "x", "--mode", "fid"]).seed + k
-                                                 for k in range(3)], loaded.shape, "cpu")
-    assert torch.allclose(again, samples[:3], atol=1e-5)
 
 
 def test_frechet_of_an_image_run(runs):
@@ -146,6 +115,8 @@ def test_elbo_of_a_levels_run(runs):
     assert terms.shape == (12, summary["K"] + 1) and np.isfinite(terms).all()
     bpd = summary["metrics"]["bpd"]
     assert math.isfinite(bpd) and bpd > 0
+    # the evaluation log line of the inverse-heat code, beside metrics.json
+    assert (out / "elbo_log.txt").read_text() == f"{run / 'model.pt'} NELBO (bits/dim): {bpd!r}\n"
     assert bpd == pytest.approx(terms.sum(1).mean() / (64 * math.log(2)), rel=1e-9)
     assert sum(summary["per_level_bpd"]) == pytest.approx(bpd, rel=1e-9)
     # seeded: the same seed and batch size give the same value; one generator runs through the batches, so
