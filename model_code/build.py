@@ -168,6 +168,14 @@ def build_net(cfg, shape, num_classes: int = 0, out_channels: Optional[int] = No
     if n.type == "unet":
         return make("unet", in_channels=channels, out_channels=channels, num_classes=num_classes,
                     **config_mod.to_dict(cfg)["net"]["unet"])
+    if n.type == "legacy_uno":
+        # The published sdim: the cropped training size plus the padding the net puts back.
+        if len(shape) != 3 or shape[1] != shape[2]:
+            raise UserError(f"net.type=legacy_uno needs square fields (C, H, H); the data have shape {tuple(shape)}")
+        return make("legacy_uno", in_channels=channels, out_channels=out, width=n.width,
+                    channel_multipliers=list(n.channel_multipliers), grid=int(shape[1]) + cfg.data.npad,
+                    pad=cfg.data.npad, factorization=n.factorization, rank=n.rank,
+                    **config_mod.to_dict(cfg)["net"]["legacy"])
     common = dict(in_channels=channels, out_channels=out, width=n.width, n_modes=n.n_modes,
                   embedding_dim=n.embedding_dim, factorization=n.factorization, rank=n.rank,
                   domain_padding=n.domain_padding)

@@ -10,7 +10,7 @@ this file (scripts/config_reference.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 
 def _f(default, help, choices=None):
@@ -20,6 +20,8 @@ def _f(default, help, choices=None):
         meta["choices"] = tuple(choices)
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata=meta)
+    if isinstance(default, dict):
+        return field(default_factory=lambda d=default: dict(d), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -29,7 +31,7 @@ def _group(cls, help):
 
 DATASETS = ("volcano", "grf", "digits", "mnist", "cifar10", "folder", "two_atoms")
 PROCESSES = ("ve", "interpolant", "levels", "wrapped_ve", "adversarial")
-NETS = ("uno", "fno", "unet", "mlp")
+NETS = ("uno", "fno", "unet", "mlp", "legacy_uno")
 SAMPLER_NAMES = ("annealed_langevin", "heun_ode", "euler_ode", "dpm_solver_2m", "euler_maruyama",
                  "predictor_corrector", "edm_stochastic")
 PREDICTIONS = ("x0", "noise", "score", "velocity", "v")
@@ -187,24 +189,43 @@ class MLPConfig:
 
 
 @dataclass
+class LegacyNetConfig:
+    """The published UNO of DiffusionOperators (net.type legacy_uno; docs/differences.md, "The published network").
+
+    It also reads net.width (the published d_co_domain), net.channel_multipliers (mult_dims, 4 levels),
+    net.factorization (null or tucker) and net.rank; its grid is the training resolution after cropping
+    plus data.npad, and it pads the lifted field by data.npad px.
+    """
+
+    fmult: float = _f(0.5, "legacy_uno: each block keeps int(fmult x its nominal input size) Fourier modes per "
+                      "axis, the sizes being those of the padded training grid (published fmult)")
+    groups: int = _f(0, "legacy_uno: GroupNorm groups after each spectral convolution; 0 = no normalisation "
+                     "(published groups; the published code crashed for groups > 0)")
+    noise_conditioning: bool = _f(True, "legacy_uno: condition every block on the noise level through the "
+                                  "published per-block mlp of the time embedding (scale and shift); false = ignore "
+                                  "the noise level exactly as the published network did (converted checkpoints)")
+
+
+@dataclass
 class NetConfig:
     """The network; the flat keys are those of the neural operators."""
 
-    type: str = _f("uno", "backbone: uno, fno (neuraloperator), unet, mlp (permutation-equivariant, toy)",
-                   choices=NETS)
-    width: int = _f(32, "fno / uno: channels of the first hidden layer")
-    channel_multipliers: List[int] = _f([1, 2, 4, 4], "uno: channel multipliers of the encoder levels "
+    type: str = _f("uno", "backbone: uno, fno (neuraloperator), unet, mlp (permutation-equivariant, toy), "
+                   "legacy_uno (the published UNO, settings in net.legacy)", choices=NETS)
+    width: int = _f(32, "fno / uno / legacy_uno: channels of the first hidden layer")
+    channel_multipliers: List[int] = _f([1, 2, 4, 4], "uno / legacy_uno: channel multipliers of the encoder levels "
                                         "(each level halves the resolution after the first)")
     n_layers: int = _f(4, "fno: number of Fourier layers")
     n_modes: int = _f(16, "fno / uno: Fourier modes kept per axis at full resolution (a count, not a fraction, "
                       "so the model runs at any resolution)")
-    factorization: Optional[str] = _f(None, "fno / uno: tensor factorization of the spectral weights: null "
+    factorization: Optional[str] = _f(None, "fno / uno / legacy_uno (null or tucker): tensor factorization of the spectral weights: null "
                                       "(dense), tucker, cp or tt")
-    rank: float = _f(1.0, "fno / uno: rank of the factorization, as a fraction of the dense size")
+    rank: float = _f(1.0, "fno / uno / legacy_uno: rank of the factorization, as a fraction of the dense size")
     domain_padding: Optional[float] = _f(None, "fno / uno: zero padding, a fraction of the resolution; null = none")
     embedding_dim: int = _f(128, "fno / uno: size of the noise-level embedding that conditions every block")
     unet: UNetConfig = _group(UNetConfig, "U-Net backbone (type: unet)")
     mlp: MLPConfig = _group(MLPConfig, "equivariant MLP (type: mlp)")
+    legacy: LegacyNetConfig = _group(LegacyNetConfig, "the published UNO (type: legacy_uno)")
 
 
 # ============================================================================ objective
@@ -342,6 +363,9 @@ class Config:
     optim: OptimConfig = _group(OptimConfig, "optimiser, learning-rate schedule, EMA")
     train: TrainConfig = _group(TrainConfig, "the training loop")
     eval: EvalConfig = _group(EvalConfig, "validation during training and eval.py defaults")
+    mapped_keys: Dict[str, str] = _f({}, "how each key of a published config file was read, one line per key "
+                                     "(written by the loader, e.g. a variance converted to a standard deviation, "
+                                     "or a key with no effect); not an input")
 
 
 GROUPS = ("data", "noise", "process", "net", "objective", "sampler", "optim", "train", "eval")

@@ -13,11 +13,13 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import UserError
+from .legacy_uno import LegacyUNO
 from .mlp import PermutationEquivariantMLP
 from .neuralop_nets import ConditionedFNO, ConditionedUNO
 from .unet import UNet
 
-NETS = {"fno": ConditionedFNO, "uno": ConditionedUNO, "unet": UNet, "mlp": PermutationEquivariantMLP}
+NETS = {"fno": ConditionedFNO, "uno": ConditionedUNO, "unet": UNet, "mlp": PermutationEquivariantMLP,
+        "legacy_uno": LegacyUNO}
 
 # Older checkpoints name the class (build.describe_net) instead of the registry key.
 _CLASS_NAMES = {cls.__name__: kind for kind, cls in NETS.items()}
@@ -56,4 +58,4 @@ def net_from_description(desc: dict) -> nn.Module:
 
 
 __all__ = ["NETS", "build_net", "describe_net", "net_from_description", "ConditionedFNO", "ConditionedUNO", "UNet",
-           "PermutationEquivariantMLP"]
+           "PermutationEquivariantMLP", "LegacyUNO"]

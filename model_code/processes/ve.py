@@ -86,10 +86,48 @@ def sample_denoiser(model, noise, sigmas, seeds: Sequence[int], shape, device, l
     return torch.cat(out)
 
 
+OUTPUTS = ("edm", "published")
+
+
+class PublishedDenoiser(torch.nn.Module):
+    """The published output convention around a backbone F: score(x, sigma) = F(x) / sigma^2, D = x + F(x).
+
+    The published network returned F / sigma_var with sigma_var its level (a variance, the
+    square of this project's standard deviation) and was trained on |F(u + sigma z) + sigma z|^2,
+    so F estimates E[u | x] - x: D = x + F and (D - x) / sigma^2 is the same C-preconditioned
+    score as the EDM denoiser's. F sees x unscaled; c_noise = log(sigma) / 4 as with EDM.
+    The state dict keys are the EDM denoiser's ("backbone.*").
+    """
+
+    def __init__(self, backbone: torch.nn.Module, sigma_data: float = 0.5):
+        super().__init__()
+        self.backbone = backbone
+        self.sigma_data = float(sigma_data)      # only the "edm" loss weighting reads it
+
+    def raw(self, x: torch.Tensor, sigma, labels=None):
+        from .base import call_net
+
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
+        if sigma.dim() == 0:
+            sigma = sigma.expand(x.shape[0])
+        f = call_net(self.backbone, x, sigma.log() / 4, labels)
+        return f, sigma.reshape(-1, *([1] * (x.dim() - 1))).to(f)
+
+    def forward(self, x: torch.Tensor, sigma, labels=None) -> torch.Tensor:
+        return x + self.raw(x, sigma, labels)[0]
+
+    def score(self, x: torch.Tensor, sigma, labels=None) -> torch.Tensor:
+        # F / sigma^2 itself rather than (D - x) / sigma^2: the published score without rounding.
+        f, s = self.raw(x, sigma, labels)
+        return f / s ** 2
+
+
 class VE(VEProcess, Process):
     """The VE process as a Process: x = u + sigma z, z ~ N(0, C) from ``noise``.
 
-    wrap:   EDM-preconditioned denoiser D(x, sigma) (denoiser.Denoiser, sigma_data).
+    wrap:   EDM-preconditioned denoiser D(x, sigma) (denoiser.Denoiser, sigma_data); with
+            output="published" the published convention D = x + F(x), score = F / sigma^2
+            (PublishedDenoiser), which converted published checkpoints need.
     loss:   lambda(sigma) |D(u + sigma z, sigma) - u|^2 averaged over points (losses.denoising_loss),
             lambda = 1 / c_out^2 ("edm") or 1 / sigma^2 ("score"); sigma from ``level_sampling``.
     sample: any sampler of samplers.SAMPLERS on the grid ``sigmas`` (default: the training levels).
@@ -98,18 +136,23 @@ class VE(VEProcess, Process):
     name = "ve"
 
     def __init__(self, noise, sigmas, level_sampling: str = "discrete", sigma_data: float = 0.5,
-                 loss_weighting: str = "edm"):
+                 loss_weighting: str = "edm", output: str = "edm"):
         super().__init__(sigmas, level_sampling)
         from ..losses import loss_weight
 
         loss_weight(torch.ones(1), loss_weighting, 1.0)           # the ValueError for an unknown weighting
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown VE output convention {output!r}; choose one of {', '.join(OUTPUTS)}")
         self.noise = noise
         self.sigma_data = float(sigma_data)
         self.loss_weighting = loss_weighting
+        self.output = output
 
     def wrap(self, net):
         from ..denoiser import Denoiser
 
+        if self.output == "published":
+            return PublishedDenoiser(net, sigma_data=self.sigma_data)
         return Denoiser(net, sigma_data=self.sigma_data)
 
     def loss(self, model, batch, generator, shard: slice = slice(None), step: int = 0) -> Draw:
@@ -136,4 +179,4 @@ class VE(VEProcess, Process):
     def describe(self) -> dict:
         return {"type": self.name, "noise": self.noise.describe(), "sigmas": [float(s) for s in self.sigmas],
                 "level_sampling": self.level_sampling, "sigma_data": self.sigma_data,
-                "loss_weighting": self.loss_weighting}
+                "loss_weighting": self.loss_weighting, **({"output": self.output} if self.output != "edm" else {})}
