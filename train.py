@@ -2,7 +2,8 @@
 """Train any system of the project from its config: a forward process, a network, one loop.
 
     python train.py --config FILE [FILE ...] --savedir DIR [key=value ...]
-    torchrun --nproc_per_node=N train.py ...       (or srun --ntasks=N python train.py ...)
+    torchrun --nproc_per_node=N train.py ...       (or srun --ntasks=N python train.py ...,
+                                                    or mpiexec -n N python train.py ...)
     bash exps/main.sh NAME FILE [key=value ...]    (workstation: RUN_LOCAL=1; Slurm: sbatch exps/launch_exp.sh)
 
 Examples:
@@ -12,12 +13,14 @@ Examples:
     python train.py --config configs/toy/base_config.yaml configs/toy/none/specific_config.yaml --savedir runs/toy/none
 
 Config files (JSON or YAML) are merged in order over the documented schema (docs/config.md,
-or the list below), then the key=value overrides. The published flat JSON keys (sigma_1, L,
-Ntest, d_co_domain, ...), the older heat YAML (model.forward, training.n_iters, ...) and toy
+or the list below), then the key=value overrides. The published flat JSON keys (L, Ntest,
+d_co_domain, ...; sigma_1 / sigma_L are the published variances, converted with a note), the
+older heat YAML (model.forward, training.n_iters, ...) and toy
 YAML (train.lr, regularizer.kind, ...) are accepted as aliases. The older flag spellings
 --cfg and --workdir still work. A run folder that already holds model.pt with the same
-config resumes exactly where it stopped. Under torchrun or srun, N processes split each
-global batch and each evaluation and train exactly as one process would; rank 0 writes.
+config resumes exactly where it stopped. Under torchrun, srun or mpiexec / mpirun, N processes
+split each global batch and each evaluation and train exactly as one process would; rank 0
+writes.
 """
 import argparse
 import os
@@ -71,7 +74,7 @@ def main(argv=None) -> int:
 
     # CPU threads from the allocation (train.threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, cores / ranks).
     cli.threads = threads.apply(cfg.train.threads)
-    # torchrun / srun: join the process group (gloo on CPU, nccl on CUDA); alone: a no-op.
+    # torchrun / srun / mpiexec: join the process group (gloo on CPU, nccl on CUDA); alone: a no-op.
     device = distributed.rank_device(build.resolve_device(cfg.train.device))
     dist = distributed.initialise(device)
     try:
@@ -104,6 +107,9 @@ def _train(cli, cfg, savedir, argv, dist, device) -> int:
     dist.barrier()
     if dist.is_main:
         config.save(cfg, savedir / "config.json")
+        # A published config file is read as it is; say what was converted or ignored.
+        for key, note in cfg.mapped_keys.items():
+            print(f"config: {note}", file=sys.stderr)
     try:
         trainer.fit()
     except Preempted as stop:

@@ -43,7 +43,24 @@ def load(paths=(), overrides=()) -> Config:
         where = f"command line: {item}"
         conf = _merge_flat(conf, _translate(override_item(key), dialect or "schema", where), where,
                            dialect or "schema")
-    return finish(conf)
+    cfg = finish(conf)
+    _note_legacy_modes(cfg)
+    return cfg
+
+
+def _note_legacy_modes(cfg: Config) -> None:
+    """fmult's note with the Fourier modes it gives at the file's resolution (the published UNO only)."""
+    note = cfg.mapped_keys.get("fmult")
+    if note is None or cfg.net.type != "legacy_uno":
+        return
+    from .nets.legacy_uno import legacy_layout
+
+    # The published grid: the fields' size after cropping npad px, plus the npad px the net pads back.
+    grid = cfg.data.resolution or 128
+    blocks = legacy_layout(cfg.net.width, cfg.net.channel_multipliers, grid, cfg.net.legacy.fmult)
+    modes = ", ".join(str(b["modes"]) for b in blocks)
+    sizes = " -> ".join(str(b["in_size"]) for b in blocks) + f" -> {blocks[-1]['out_size']}"
+    cfg.mapped_keys["fmult"] = (f"{note}; at grid {grid} px (blocks {sizes}) the modes per axis are {modes}")
 
 
 def _translate(values: dict, dialect: str, where: str) -> dict:
@@ -161,10 +178,22 @@ def validate(cfg: Config) -> None:
           f"{n.type}")
     _need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"optim.betas must be two numbers in [0, 1); "
                                                                    f"got {o.betas}")
+    if n.type == "legacy_uno":
+        _validate_legacy(cfg)
     if p.type == "adversarial":
         _validate_adversarial(cfg)
     if toy:
         _validate_toy(cfg)
+
+
+def _validate_legacy(cfg: Config) -> None:
+    n, lg = cfg.net, cfg.net.legacy
+    _need(len(n.channel_multipliers) == 4, f"net.type=legacy_uno has 4 levels: net.channel_multipliers needs 4 "
+                                           f"values; got {n.channel_multipliers}")
+    _need(n.factorization in (None, "tucker"), f"net.type=legacy_uno stores its spectral weights dense (null) or "
+                                               f"as tucker; got net.factorization={n.factorization}")
+    _need(0 < lg.fmult <= 1, f"net.legacy.fmult is a fraction of each block's grid in (0, 1]; got {lg.fmult}")
+    _need(lg.groups >= 0, f"net.legacy.groups must be >= 0; got {lg.groups}")
 
 
 def _validate_adversarial(cfg: Config) -> None:

@@ -33,16 +33,85 @@ def _zero_is_none(v):
     return None if v in (0, 0.0) else v
 
 
+class Mapped:
+    """A published key that is converted, or has no effect, rather than renamed.
+
+    `convert(value) -> ({schema key: value}, note)`; the note (one line) is recorded in the
+    run's config.json under `mapped_keys.<key>` and printed when training starts, so a
+    published file is read as it is and nothing about it happens silently.
+    """
+
+    def __init__(self, convert: Callable, targets: Tuple[str, ...] = ()):
+        self.convert = convert
+        self.targets = targets          # the schema keys it may set
+
+
+def _number(v, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"expected {what}, got {v!r}")
+    return float(v)
+
+
+def _variance(target: str, name: str) -> Mapped:
+    # The published json files give sigma_1 / sigma_L as variances (train.py: "variance of
+    # largest noise distribution"; the training noise was sqrt(sigma) z); the schema's
+    # sigmas are standard deviations.
+    def convert(v):
+        v = _number(v, "a positive variance")
+        if not v > 0:
+            raise ValueError(f"expected a positive variance, got {v!r}")
+        std = v ** 0.5
+        return {target: std}, (f"{name} = {v:g} is a variance in the published code: "
+                               f"{target} = sqrt({v:g}) = {std:.6g} (a standard deviation)")
+    return Mapped(convert, (target,))
+
+
+def _no_effect(name: str, why: str) -> Mapped:
+    return Mapped(lambda v: ({}, f"{name} = {v!r}: no effect ({why})"))
+
+
+def _legacy(field: str, note: Callable) -> Mapped:
+    return Mapped(lambda v: ({f"net.legacy.{field}": v}, note(v)), (f"net.legacy.{field}",))
+
+
+# Published keys that are not plain renames (docs/differences.md, "Published config files").
+PUBLISHED_MAPPED: Dict[str, Mapped] = {
+    "sigma_1": _variance("process.sigma_max", "sigma_1"),
+    "sigma_L": _variance("process.sigma_min", "sigma_L"),
+    "fmult": _legacy("fmult", lambda v: (
+        f"fmult = {v!r}: net.legacy.fmult: the published network keeps int({v!r} x grid) Fourier modes per axis "
+        "in each block, the grid being that block's input size at the file's resolution (training resolution + "
+        "npad); no effect on net.type uno / fno, whose modes are net.n_modes")),
+    "groups": _legacy("groups", lambda v: (
+        f"groups = {v!r}: net.legacy.groups: " + ("no normalisation in the published blocks" if v == 0 else
+                                                   f"GroupNorm with {v!r} groups in the published blocks"))),
+    "num_freqs_input": _no_effect("num_freqs_input", "the published network never used it either"),
+    "scale_factor": _no_effect("scale_factor", "the published code never read it; set resolution to train at "
+                                               "another resolution"),
+    "num_workers": _no_effect("num_workers", "the data are held in memory; there are no loader workers"),
+    "tau": _no_effect("tau", "published GANO's input-noise GRF; the project's GANO draws its inputs from the "
+                             "configured noise (kernel, rbf_scale)"),
+    "sigma_x0": _no_effect("sigma_x0", "published GANO's input-noise scale; the project's GANO draws its inputs "
+                                       "from the configured noise"),
+    # Geometric spacing is the same for variances and standard deviations; linear is not.
+    "schedule": Mapped(lambda v: ({"process.schedule": v}, None if v != "linear" else (
+        "schedule = 'linear': process.schedule linear spaces the standard deviations evenly; the published code "
+        "spaced the variances evenly")), ("process.schedule",)),
+    "alpha": _no_effect("alpha", "published GANO's input-noise GRF; the project's GANO draws its inputs from the "
+                                 "configured noise (kernel, rbf_scale)"),
+}
+
+
 PUBLISHED: Dict[str, object] = {
-    "dataset": "data.dataset", "resolution": "data.resolution", "npad": "data.npad", "val_size": "data.val_size",
+    "dataset": "data.dataset", "resolution": "data.resolution", "val_size": "data.val_size",
     "split_seed": "data.split_seed", "max_examples": "data.max_examples",
     "augment": (("data.hflip", "data.vflip"), _flips),
     "grf_n_train": "data.grf_n_train", "grf_n_valid": "data.grf_n_valid", "grf_alpha": "data.grf_alpha",
     "grf_tau": "data.grf_tau",
     "white_noise": (("noise.type",), lambda v: "white" if _bool(v) else "grf"),
     "kernel": "noise.kernel", "rbf_scale": "noise.length_scale", "rbf_eps": "noise.eps",
-    "process": "process.type", "interpolant": "process.interpolant", "schedule": "process.schedule",
-    "sigma_1": "process.sigma_max", "sigma_L": "process.sigma_min", "L": "process.num_levels",
+    "process": "process.type", "interpolant": "process.interpolant",
+    "npad": "data.npad", "sigma_max": "process.sigma_max", "sigma_min": "process.sigma_min", "L": "process.num_levels",
     "level_sampling": "process.level_sampling", "sigma_data": "process.sigma_data",
     "model_output": "objective.model_output", "loss_target": "objective.loss_target",
     "time_sampler": "objective.time_sampler", "loss_weighting": "objective.loss_weighting",
@@ -56,6 +125,7 @@ PUBLISHED: Dict[str, object] = {
     "sampler": "sampler.name", "ode_steps": "sampler.steps", "rho": "sampler.rho", "S_churn": "sampler.S_churn",
     "T": "sampler.T", "epsilon": "sampler.epsilon", "final_denoise": "sampler.final_denoise",
     "n_critic": "process.adversarial.n_critic", "lambda_grad": "process.adversarial.lambda_grad",
+    **PUBLISHED_MAPPED,
 }
 
 LEVELS: Dict[str, object] = {
@@ -188,6 +258,14 @@ def translate(values: dict, dialect: str) -> Dict[str, object]:
             target, rest = PUBLISHED[key], ""      # e.g. `Ntest=8` on the command line of a schema file
         if target is None:
             out[key] = value
+        elif isinstance(target, Mapped):
+            try:
+                updates, note = target.convert(value)
+            except ValueError as err:
+                raise ValueError(f"config key '{key}': {err}") from None
+            out.update(updates)
+            if note is not None:
+                out[f"mapped_keys.{key}"] = note
         elif isinstance(target, str):
             out[target + rest] = value
         else:
@@ -198,4 +276,14 @@ def translate(values: dict, dialect: str) -> Dict[str, object]:
                 raise ValueError(f"config key '{key}': {err}") from None
             for name in names:
                 out[name] = converted
+    if dialect == "published" and "fmult" in values and "arch" not in values:
+        # A file as the published code wrote it names no network: it meant the published UNO.
+        out["net.type"] = "legacy_uno"
+        out["mapped_keys.arch"] = ("no arch key (a file of the published code): net.type = legacy_uno, the "
+                                   "published UNO")
+        if "kernel" not in values and "rbf_scale" in values:
+            # The published GaussianRF_RBF computed exp(-|x - y| / (2 l^2)), not the squared distance.
+            out["noise.kernel"] = "exponential"
+            out["mapped_keys.kernel"] = ("no kernel key (a file of the published code): noise.kernel = exponential, "
+                                         "exp(-|x - y| / (2 rbf_scale^2)), which the published 'RBF' noise computed")
     return out

@@ -19,10 +19,15 @@ Every run reads one schema. Config files (JSON or YAML) are merged in order over
 then `key=value` arguments (`python train.py --config A.yaml B.yaml --savedir DIR train.steps=500`).
 Older spellings are aliases, mapped when a file is read (`model_code/config_aliases.py`):
 
-- the published flat JSON keys (`sigma_1` = `process.sigma_max`, `sigma_L` = `process.sigma_min`,
+- the published flat JSON keys (`sigma_max` = `process.sigma_max`, `sigma_min` = `process.sigma_min`,
   `L` = `process.num_levels`, `Ntest` = `eval.n_samples`, `d_co_domain` = `net.width`, `mult_dims` =
   `net.channel_multipliers`, `white_noise: true` = `noise.type: white`, `rbf_scale` = `noise.length_scale`,
   `augment: true` = `data.hflip: 0.5` and `data.vflip: 0.5`, `epochs` = `train.epochs`, ...);
+- a file of the published code as it is: `sigma_1` / `sigma_L` are the published VARIANCES and become
+  `process.sigma_max` / `process.sigma_min` = their square roots; `fmult` and `groups` set
+  `net.legacy.*`, and a file that names no `arch` builds the published UNO (`net.type: legacy_uno`);
+  `num_freqs_input`, `scale_factor`, `num_workers` (and GANO's `tau`, `alpha`, `sigma_x0`) have no effect.
+  Each of these is printed in one line when training starts and recorded in `mapped_keys`;
 - the heat-dissipation YAML (`system: levels`; `model.forward` = `process.levels.forward`,
   `training.n_iters` = `train.steps`, `training.eval_freq` = `train.record_interval`, ...);
 - the toy YAML (`system: toy`; `train.lr` = `optim.lr`, `regularizer.kind` = `objective.regularizer.kind`, ...).

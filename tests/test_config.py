@@ -67,7 +67,9 @@ def test_several_files_merge_in_order_and_key_value_comes_last(tmp_path):
 # ----------------------------------------------------------------------------- aliases, exactly
 
 PUBLISHED = [
-    ("sigma_1", 3.0, "process.sigma_max", 3.0), ("sigma_L", 0.02, "process.sigma_min", 0.02),
+    # sigma_1 / sigma_L are the published variances; sigma_max / sigma_min standard deviations
+    ("sigma_1", 9.0, "process.sigma_max", 3.0), ("sigma_L", 0.0625, "process.sigma_min", 0.25),
+    ("sigma_max", 3.0, "process.sigma_max", 3.0), ("sigma_min", 0.02, "process.sigma_min", 0.02),
     ("L", 11, "process.num_levels", 11), ("T", 4, "sampler.T", 4), ("epsilon", 1e-4, "sampler.epsilon", 1e-4),
     ("Ntest", 33, "eval.n_samples", 33), ("val_batch_size", 12, "eval.batch_size", 12),
     ("d_co_domain", 24, "net.width", 24), ("mult_dims", [1, 3], "net.channel_multipliers", [1, 3]),
@@ -147,7 +149,10 @@ def test_toy_yaml_keys_map_onto_the_schema(old, value, new, expected):
 def test_every_alias_names_a_schema_key():
     def targets(table):
         for old, target in table.items():
-            names = [target] if isinstance(target, str) else list(target[0])
+            if isinstance(target, aliases.Mapped):
+                names = list(target.targets)
+            else:
+                names = [target] if isinstance(target, str) else list(target[0])
             for name in names:
                 yield old, name
 
@@ -200,12 +205,14 @@ def test_shipped_experiment_files_load(name):
         # GANO's published volcano settings (tests/test_adversarial.py checks the adversarial keys)
         assert (cfg.optim.lr, cfg.train.batch_size, cfg.train.epochs, cfg.net.width) == (1e-4, 32, 300, 48)
         assert (cfg.optim.grad_clip, cfg.optim.ema_rate, cfg.data.hflip) == (None, None, 0.0)
-    elif "copied" in name:
-        # The published variances 30 and 0.01, converted to standard deviations.
+    elif "copied" in name or "project" in name:
+        # The published variances 30 and 0.01 (as standard deviations); the published file as it is builds
+        # the published network, the project's form its own UNO.
         assert cfg.process.sigma_max == pytest.approx(30 ** 0.5, rel=1e-3)
         assert cfg.process.sigma_min == pytest.approx(0.01 ** 0.5)
         assert (cfg.process.num_levels, cfg.sampler.T, cfg.net.width, cfg.net.channel_multipliers) == \
             (500, 3, 128, [1, 2, 4, 4])
+        assert cfg.net.type == ("legacy_uno" if "copied" in name else "uno")
         assert cfg.noise.type == ("white" if name.startswith("indep") else "grf")
         assert (cfg.data.hflip, cfg.data.vflip, cfg.net.factorization) == (0.5, 0.5, "tucker")
     if "64px" in name:
@@ -292,7 +299,7 @@ def test_levels_overrides_accept_a_leading_config_prefix():
 
 
 def test_choices_ranges_and_syntax_are_checked(tmp_path):
-    with pytest.raises(UserError, match=r"net\.type must be one of uno, fno, unet, mlp; got 'resnet'"):
+    with pytest.raises(UserError, match=r"net\.type must be one of uno, fno, unet, mlp, legacy_uno; got 'resnet'"):
         config.load([], ["arch=resnet"])
     with pytest.raises(UserError, match=r"process\.sigma_max > process\.sigma_min > 0"):
         config.load([], ["sigma_1=0.01", "sigma_L=1"])

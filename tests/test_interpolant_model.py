@@ -70,7 +70,7 @@ def test_flow_matching_run_trains_and_samples(tmp_path):
                            "grf_n_valid=8", "batch_size=8", "epochs=2", "record_interval=1", "Ntest=4",
                            "val_batch_size=4", "arch=fno", "d_co_domain=8", "n_layers=2", "n_modes=3",
                            "embedding_dim=8", "n_plot=2", "tensorboard=false", "sampler=heun_ode",
-                           "ode_steps=4", "sigma_1=80", "sigma_L=0.005", "device=cpu"])
+                           "ode_steps=4", "sigma_max=80", "sigma_min=0.005", "device=cpu"])
     assert (cfg.process.type, cfg.sampler.name, cfg.sampler.steps) == ("interpolant", "heun_ode", 4)
     trainer = build.build_trainer(cfg, tmp_path, None, progress=False)
     trainer.fit()
