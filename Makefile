@@ -81,7 +81,8 @@ bench: venv ## benchmarks: noise samplers, sample quality, samplers (NFE vs qual
 	"$(PYTHON_ABS)" scripts/bench_quality.py; \
 	"$(PYTHON_ABS)" scripts/bench_samplers.py; \
 	"$(PYTHON_ABS)" scripts/bench_digits.py --fresh; \
-	"$(PYTHON_ABS)" scripts/bench_models.py --assets
+	"$(PYTHON_ABS)" scripts/bench_models.py --assets; \
+	"$(PYTHON_ABS)" scripts/bench_train.py
 
 clean: ## remove the demo run folders (SAVEDIR/demo); data is kept
 	rm -rf -- "$(SAVE_ABS)/demo"

@@ -315,3 +315,47 @@ def test_registry_errors_and_older_spellings():
     assert isinstance(old, ConditionedFNO) and describe_net(old)["type"] == "fno"
     with pytest.raises(ValueError):
         describe_net(torch.nn.Linear(2, 2))
+
+
+# ----------------------------------------------------------------------------- fused UNO blocks
+
+
+@pytest.mark.parametrize("sizes", [(60, 30), (30, 60), (15, 8), (8, 15), (17, 17), ((12, 20), (6, 10))])
+def test_bicubic_as_matrix_products_equals_interpolate(sizes):
+    from model_code.nets.neuralop_nets import _bicubic
+
+    n_in, n_out = ([s, s] if isinstance(s, int) else list(s) for s in sizes)
+    x = torch.randn(2, 3, *n_in, dtype=torch.float64)
+    ref = torch.nn.functional.interpolate(x, size=n_out, mode="bicubic", align_corners=True)
+    assert torch.allclose(_bicubic(x, n_out), ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", [
+    dict(n=31, kwargs=dict(channel_multipliers=(1, 2, 2))),                       # odd sizes 31 -> 16 -> 8
+    dict(n=40, kwargs=dict(channel_multipliers=(1, 2, 4, 4), factorization="tucker", rank=0.5,
+                           domain_padding=0.1)),                                  # 48 -> 24 -> 12 -> 6
+    dict(n=(20, 28), kwargs=dict(channel_multipliers=(1, 3))),                     # non-square
+], ids=["odd", "tucker_padded", "non_square"])
+def test_uno_fused_blocks_equal_neuralops_forward(case):
+    """The project's block path against neuralop's own FNOBlocks.forward (fused_skips=False), same
+    weights: outputs and every gradient agree to float32 rounding (neuralop's spectral convolution
+    works in complex64 only). A wrong resampling or skip weight gives differences of order 1."""
+    net = small_net(ConditionedUNO, **case["kwargs"])
+    perturb_film(net)
+    with torch.no_grad():                        # weights off their initial scale, as after training
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert net.fused_skips
+    h, w = (case["n"], case["n"]) if isinstance(case["n"], int) else case["n"]
+    x = torch.randn(3, 2, h, w)
+    c = torch.rand(3)
+    results = []
+    for fused in (False, True):
+        net.fused_skips = fused
+        net.zero_grad()
+        xi = x.clone().requires_grad_()
+        y = net(xi, c)
+        (y * torch.cos(y)).sum().backward()
+        results.append([y.detach(), xi.grad] + [p.grad for p in net.parameters()])
+    for ref, new in zip(*results):
+        assert (new - ref).abs().max() <= 2e-5 * ref.abs().max()

@@ -140,6 +140,44 @@ def grid_coordinates(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([yy, xx]).unsqueeze(0).expand(b, 2, h, w)
 
 
+def _fusable(block) -> bool:
+    """Whether ConditionedUNO._run_block computes this FNOBlocks exactly as its own forward."""
+    from neuralop.layers.skip_connections import Flattened1dConv
+
+    skips = (block.fno_skips, getattr(block, "channel_mlp_skips", None))
+    return (block.n_layers == 1 and not block.preactivation and block.norm is None and block.stabilizer is None
+            and not block.complex_data and block.use_channel_mlp
+            and all(s is not None and isinstance(s[0], Flattened1dConv) and s[0].conv.bias is None for s in skips))
+
+
+def _conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A channel map (out, in, 1) at every grid point of x (B, in, H, W), as neuralop's Flattened1dConv."""
+    b, _, h, w = x.shape
+    return F.conv1d(x.reshape(b, x.shape[1], h * w), weight).view(b, weight.shape[0], h, w)
+
+
+def _bicubic_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
+    """(n_out, n_in) matrix of F.interpolate(mode='bicubic', align_corners=True) along one axis."""
+    # Interpolating the unit vectors gives PyTorch's own weights and border clamping; the other
+    # axis has size 1, where the bicubic weights are exactly (0, 1, 0, 0).
+    eye = torch.eye(n_in, device=like.device, dtype=like.dtype).view(n_in, 1, n_in, 1)
+    return F.interpolate(eye, size=(n_out, 1), mode="bicubic", align_corners=True).view(n_in, n_out).T
+
+
+def _bicubic(x: torch.Tensor, out_shape: Sequence[int]) -> torch.Tensor:
+    """neuralop's 2-D resample (bicubic, align_corners=True) as A_h x A_w^T: the bicubic kernel is
+    a product of one kernel per axis, and two matrix products run far faster than
+    upsample_bicubic2d (above all its backward) on a CPU."""
+    h, w = x.shape[-2:]
+    if [h, w] == list(out_shape):
+        return x
+    if w != out_shape[1]:
+        x = torch.matmul(x, _bicubic_matrix(w, out_shape[1], x).T)
+    if h != out_shape[0]:
+        x = torch.matmul(_bicubic_matrix(h, out_shape[0], x), x)
+    return x
+
+
 def _zero_linear(in_features: int, out_features: int) -> nn.Linear:
     layer = nn.Linear(in_features, out_features)
     nn.init.zeros_(layer.weight)
@@ -355,6 +393,42 @@ class ConditionedUNO(_ConditionedOperator):
         # The explicit nonlinearity after every layer but the last (a module, so it
         # can be inspected with hooks; it has no parameters).
         self.activation = nn.GELU()
+        # Not part of the config or the state dict: False runs neuralop's FNOBlocks.forward
+        # as it is (the reference path of tests/test_nets.py and scripts/bench_train.py).
+        self.fused_skips = all(_fusable(block) for block in self.fno_blocks)
+
+    def _run_block(self, block, h: torch.Tensor, output_shape) -> torch.Tensor:
+        """One FNOBlocks(n_layers=1) layer; the same function as ``block(h, output_shape=...)``.
+
+        neuralop computes each of the two linear skips (fno_skip, channel_mlp_skip) as a 1x1
+        convolution followed by its own bicubic resampling to the output grid.  Both maps are
+        linear, one acts on channels and the other on the grid, so they commute: here a
+        shrinking layer resamples its input once (not both skip outputs) and runs the 1x1
+        convolutions on the coarse grid; a growing layer convolves on the coarse grid first, as
+        neuralop does.  The resampling is two small matrix products with PyTorch's own bicubic
+        weights, which replace upsample_bicubic2d (its backward is a slow scatter on a CPU).
+        Results equal neuralop's to float rounding (tests/test_nets.py).
+        """
+        if not self.fused_skips:
+            return block(h, output_shape=output_shape)
+        conv = block.convs[0]
+        in_shape = list(h.shape[-2:])
+        if output_shape is not None:
+            out_shape = list(output_shape)
+        elif conv.resolution_scaling_factor is not None:
+            out_shape = [round(s * r) for s, r in zip(in_shape, conv.resolution_scaling_factor)]
+        else:
+            out_shape = in_shape
+        weights = (block.fno_skips[0].conv.weight, block.channel_mlp_skips[0].conv.weight)
+        # Two convolutions rather than one of the stacked weights: splitting the stacked result
+        # costs a full-size concatenation of its gradients in the backward pass.
+        if out_shape[0] * out_shape[1] < in_shape[0] * in_shape[1]:
+            coarse = _bicubic(h, out_shape)
+            skip_fno, skip_mlp = (_conv1x1(coarse, w) for w in weights)
+        else:
+            skip_fno, skip_mlp = (_bicubic(_conv1x1(h, w), out_shape) for w in weights)
+        x = conv(h, output_shape=output_shape) + skip_fno
+        return block.channel_mlp[0](x) + skip_mlp
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         e = self._embed(x, c_noise, labels)
@@ -370,7 +444,7 @@ class ConditionedUNO(_ConditionedOperator):
                 h = torch.cat([h, skip_values[self.skips_map[i]]], dim=1)
             # Shapes of levels already visited are reused exactly (odd sizes round
             # on the way down; the way up must land on the same grids).
-            h = block(h, output_shape=level_shapes.get(self.levels[i]))
+            h = self._run_block(block, h, level_shapes.get(self.levels[i]))
             level_shapes.setdefault(self.levels[i], list(h.shape[-2:]))
             h = self._apply_film(i, h, e)
             if i != last:
