@@ -5,7 +5,8 @@
 #   make test     the test suite (what .ci/run and the README use): the main suite in .venv, then
 #                 tests/vision (real torchvision, clean-fid) in .venv-vision
 #   make bench    noise-sampler, sample-quality, sampler, digits (every image system) and model benchmarks
-#                 (VE / FFM / GANO at equal compute, 32 px and 2x super-resolution)
+#                 (VE / FFM / GANO at equal compute, 32 px and 2x super-resolution), the training step
+#                 (time, FLOP rate, memory) and 1 process x N threads against N processes x 1 thread
 #   make clean    remove the demo's run folders (never the data)
 #
 # Variables (command line or environment): DATA_DIR (default data), SAVEDIR
@@ -74,7 +75,7 @@ demo: venv ## synthetic data, a short training run, then generate / superres / p
 	echo "   figures:"; \
 	find "$$run" -name '*.png' | sort | sed 's/^/     /'
 
-bench: venv ## benchmarks: noise samplers, sample quality, samplers (NFE vs quality), every image system on digits, VE/FFM/GANO
+bench: venv ## benchmarks: noise samplers, sample quality, samplers (NFE vs quality), every image system on digits, VE/FFM/GANO, training step, threads vs processes
 	@export DATA_DIR="$(DATA_ABS)" SAVEDIR="$(SAVE_ABS)"; \
 	set -e; \
 	"$(PYTHON_ABS)" scripts/bench_noise.py; \
@@ -82,7 +83,8 @@ bench: venv ## benchmarks: noise samplers, sample quality, samplers (NFE vs qual
 	"$(PYTHON_ABS)" scripts/bench_samplers.py; \
 	"$(PYTHON_ABS)" scripts/bench_digits.py --fresh; \
 	"$(PYTHON_ABS)" scripts/bench_models.py --assets; \
-	"$(PYTHON_ABS)" scripts/bench_train.py
+	"$(PYTHON_ABS)" scripts/bench_train.py; \
+	"$(PYTHON_ABS)" scripts/bench_threads.py
 
 clean: ## remove the demo run folders (SAVEDIR/demo); data is kept
 	rm -rf -- "$(SAVE_ABS)/demo"
