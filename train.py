@@ -32,8 +32,10 @@ from model_code.errors import run_cli
 # Exit status after a stop signal (SIGUSR1 / SIGTERM) with a checkpoint written; a launcher may requeue on it.
 PREEMPTED_EXIT = 3
 # Keys that say how this start runs, not what is trained: they may change on resume.
+# How a run executes, not what it trains: may change between a stop and its resume.
 RUN_SETTINGS = ("train.threads", "train.max_minutes", "train.device", "train.epochs", "train.steps",
-                "train.tensorboard")
+                "train.tensorboard", "train.precision", "train.tf32", "train.compile", "train.compile_backend",
+                "train.pin_memory")
 
 
 def parse_args(argv=None):

@@ -345,9 +345,14 @@ def build_trainer(cfg, savedir, data_dir, dist=None, device=None, progress: bool
     from .ema import EMA
     from .trainer import LoopSettings, Trainer
 
+    from . import precision
+
     device = device if device is not None else resolve_device(cfg.train.device)
+    precision.set_tf32(device, cfg.train.tf32)
     parts = build_parts(cfg, data_dir, device)
     data, t, o, e = parts.data, cfg.train, cfg.optim, cfg.eval
+    # Before the EMA copy, which then runs in the same precision.
+    precision.apply_precision(parts.net, t.precision)
     source = build_source(cfg, data)
     if data is not None:
         parts.process.fit(data.train)
@@ -363,9 +368,15 @@ def build_trainer(cfg, savedir, data_dir, dist=None, device=None, progress: bool
         max_minutes=t.max_minutes, track=t.track, n_samples=e.n_samples, n_plot=e.n_plot,
         eval_batch_size=e.batch_size, eval_seed=e.seed, n_valid=e.n_valid, sample_shape=parts.shape,
         sample_options=sampler_setup(cfg), num_classes=meta["data"]["num_classes"], tensorboard=t.tensorboard,
-        progress=progress, log_lines=log_lines)
+        progress=progress, log_lines=log_lines, pin_memory=t.pin_memory)
     optimizer = build_optimizer(cfg, parts.model)
     ema = EMA(parts.model, o.ema_rate) if o.ema_rate is not None else None
+    if t.compile is not None:
+        # After the EMA copy: deepcopy would share the compiled function of the original module.
+        precision.compile_net(parts.net, t.compile, t.compile_backend)
+        if ema is not None:
+            path = precision.submodule_path(parts.model, parts.net)
+            precision.compile_net(ema.shadow.get_submodule(path), t.compile, t.compile_backend)
     valid = (None, None) if data is None else (data.valid, data.valid_labels if cfg.data.conditional else None)
     start = None
     if cfg.process.type in ("ve", "interpolant") and parts.kind in ("phase", "real"):
@@ -429,9 +440,13 @@ def load_run(folder, name: str = "model.pt", device: str = "auto", use_ema: bool
     cfg = config_mod.from_dict(state["config"], source=f"the config in {path}")
     process = process_from_description(state["process"])
     process.load_state_dict(state["process_state"])
-    model = process.wrap(net_from_description(state["net"]))
+    net = net_from_description(state["net"])
+    model = process.wrap(net)
     weights = state["ema"]["shadow"] if use_ema and state.get("ema") is not None else state["model"]
     model.load_state_dict(weights)
+    # Evaluations sample in the precision the run trained in.
+    from .precision import apply_precision
+    apply_precision(net, cfg.train.precision)
     d = state["data"]
     return LoadedRun(cfg, state, model.to(dev).eval(), process, tuple(d["shape"]), d["kind"],
                      int(d.get("num_classes") or 0), dev)

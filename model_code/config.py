@@ -178,12 +178,28 @@ def validate(cfg: Config) -> None:
           f"{n.type}")
     _need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"optim.betas must be two numbers in [0, 1); "
                                                                    f"got {o.betas}")
+    _validate_accelerator(cfg)
     if n.type == "legacy_uno":
         _validate_legacy(cfg)
     if p.type == "adversarial":
         _validate_adversarial(cfg)
     if toy:
         _validate_toy(cfg)
+
+
+def _validate_accelerator(cfg: Config) -> None:
+    from .precision import COMPILE_MODES
+
+    t = cfg.train
+    _need(t.compile is None or t.compile in COMPILE_MODES,
+          f"train.compile must be null (off) or one of {', '.join(COMPILE_MODES)}; got '{t.compile}'")
+    _need(bool(t.compile_backend), "train.compile_backend must name a torch.compile backend (e.g. inductor)")
+    _need(t.compile in (None, "default") or t.compile_backend == "inductor",
+          f"train.compile={t.compile} is an inductor mode; train.compile_backend={t.compile_backend} takes none "
+          f"(use train.compile=default)")
+    # The toy's regularizers differentiate the network twice, which compiled autograd does not support.
+    _need(t.compile is None or cfg.process.type != "wrapped_ve",
+          "train.compile is not available for the toy (process.type=wrapped_ve): set train.compile=null")
 
 
 def _validate_legacy(cfg: Config) -> None:

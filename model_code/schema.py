@@ -330,6 +330,20 @@ class TrainConfig:
     threads: Optional[int] = _f(None, "CPU threads for torch; null: OMP_NUM_THREADS if set, else "
                                 "SLURM_CPUS_PER_TASK, else the available cores / processes on the node")
     tensorboard: bool = _f(True, "write TensorBoard events into <savedir>/tb")
+    precision: str = _f("fp32", "fp32, or bf16: the backbone network runs under bf16 autocast (CUDA or CPU) in "
+                        "training and generation, its FFTs and spectral weight contractions in float32 / "
+                        "complex64, its output in float32; noise, preconditioning, loss, optimiser and "
+                        "checkpoints stay float32", choices=("fp32", "bf16"))
+    tf32: bool = _f(True, "CUDA only: TF32 matrix products and convolutions (torch.backends.cuda.matmul / "
+                    "cudnn.allow_tf32); no effect on a CPU")
+    compile: Optional[str] = _f(None, "torch.compile the backbone network (of the trained model and its EMA "
+                                "copy): null (off), default, reduce-overhead or max-autotune (inductor modes); "
+                                "neuralop's spectral convolutions run uncompiled between the compiled parts; "
+                                "checkpoints keep the uncompiled keys")
+    compile_backend: str = _f("inductor", "torch.compile backend: inductor (needs a C compiler on a CPU), or "
+                              "eager / aot_eager (no code generation: checks that the network compiles)")
+    pin_memory: bool = _f(True, "CUDA only: copy each batch through pinned host memory, asynchronously "
+                          "(non_blocking); no effect on a CPU")
 
 
 # ============================================================================ evaluation

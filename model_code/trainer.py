@@ -23,7 +23,7 @@ import math
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -68,6 +68,7 @@ class LoopSettings:
     tensorboard: bool = True
     progress: bool = False           # tqdm bars (a terminal)
     log_lines: bool = False          # plain progress lines (a log file)
+    pin_memory: bool = False         # CUDA: batches through pinned host memory, copied asynchronously
 
     @property
     def total_steps(self) -> int:
@@ -250,7 +251,7 @@ class Trainer:
         shard, count = self._shard(n)
         # Each rank's mean over its rows, weighted so that averaging over ranks gives the batch mean.
         update = partial(self._update, count * self.dist.world_size / n)
-        draw = self.process.train_step(self.model, batch.to(self.device), self.generator, shard, self.step, update)
+        draw = self.process.train_step(self.model, self.to_device(batch), self.generator, shard, self.step, update)
         self._update_ema()
         names = ["loss", *draw.terms]
         # One all-reduce per step: the global loss terms and whether any rank was signalled.
@@ -269,6 +270,15 @@ class Trainer:
         if self.writer is not None:
             self.writer.add_scalar("train/loss_step", totals[0] / n, self.step)
         return dict(zip(names, totals)), n
+
+    def to_device(self, batch):
+        """The batch on the training device; on CUDA with pin_memory through page-locked memory, so that
+        the copy runs asynchronously and the host goes on to queue the step's kernels."""
+        if not (self.s.pin_memory and torch.device(self.device).type == "cuda"):
+            return batch.to(self.device)
+        pinned = replace(batch, x=batch.x.pin_memory(),
+                         labels=None if batch.labels is None else batch.labels.pin_memory())
+        return pinned.to(self.device, non_blocking=True)
 
     def _update(self, weight: float, loss, parameters=None) -> None:
         """Backpropagate `loss` (times `weight`) into `parameters` (None: all), average the gradients
@@ -312,7 +322,7 @@ class Trainer:
         for start in range(0, len(x), size):
             batch = Batch(x[start:start + size], None if labels is None else labels[start:start + size])
             shard, count = self._shard(len(batch))
-            draw = self.process.loss(self.model, batch.to(self.device), gen, shard, self.step)
+            draw = self.process.loss(self.model, self.to_device(batch), gen, shard, self.step)
             total += float(draw.loss) * count
         return self.dist.sum([total])[0] / len(x)
 
