@@ -40,9 +40,9 @@ def parse_args(argv=None):
                    help="training configs to time (default: all)")
     p.add_argument("--workers", type=int, default=None,
                    help="N: compare 1 x N threads with N x 1 (default: the available cores, at least 2)")
-    p.add_argument("--steps", type=int, nargs=2, default=(10, 60), metavar=("SHORT", "LONG"),
-                   help="optimiser steps of the short and the long run (default 10 60)")
-    p.add_argument("--rounds", type=int, default=2, help="alternating repetitions; the median is kept (default 2)")
+    p.add_argument("--steps", type=int, nargs=2, default=(10, 210), metavar=("SHORT", "LONG"),
+                   help="optimiser steps of the short and the long run (default 10 210)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating repetitions; the median is kept (default 3)")
     p.add_argument("--quick", action="store_true", help="tiny runs (2 and 6 steps, one round) for the tests")
     p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     p.add_argument("--data_dir", default=os.environ.get("DATA_DIR", "data"),
