@@ -9,6 +9,17 @@ from model_code import checkpoint
 from model_code.errors import run_cli
 
 
+def load_script(path: Path, name: str):
+    """A script of the repository (scripts/*.py, sample.py) imported as the module `name`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module                 # dataclasses of the script look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def rows(run: Path) -> list:
     """results.json of a run folder, one dict per line."""
     return [json.loads(line) for line in (Path(run) / "results.json").read_text().splitlines()]

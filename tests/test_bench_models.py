@@ -1,6 +1,5 @@
 """scripts/bench_models.py without training: its maths (floor intervals, NFE, table) and its
 evaluation path on fake runs whose "generator" draws exact GRF fields from the seeds."""
-import importlib.util
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -8,15 +7,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_models", ROOT / "scripts" / "bench_models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "scripts" / "bench_models.py", "bench_models")
 
 
 def test_floor_interval_of_the_multiples(bench):

@@ -1,17 +1,13 @@
 """scripts/bench_threads.py: the two layouts it launches and the throughput it reports (the timing
 itself is a benchmark, not a test)."""
-import importlib.util
-
 import pytest
 
 from systems import ROOT
+from helpers import load_script
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("bench_threads", ROOT / "scripts" / "bench_threads.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "scripts" / "bench_threads.py", "bench_threads")
 
 
 def test_the_layouts_differ_only_in_processes_and_threads(tmp_path):

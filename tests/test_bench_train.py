@@ -1,24 +1,20 @@
 """scripts/bench_train.py at tiny sizes: its FLOP conventions, the rows and table of a --quick run, and the
 peak-memory measurement."""
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_train", ROOT / "scripts" / "bench_train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module                    # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "scripts" / "bench_train.py", "bench_train")
 
 
 def test_flop_conventions(bench):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import load_script
 
 from model_code import build
 
@@ -57,12 +58,7 @@ def _published_state(gen, ranks=lambda shape: RANKS):
 
 
 def _converter():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("convert_published_checkpoint", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "convert_published_checkpoint")
 
 
 def _write_published(src, weights, ema):

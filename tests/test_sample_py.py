@@ -1,6 +1,5 @@
 """sample.py: every mode on every kind of run (levels, VE fields, interpolant images, toy, GANO), the files it
 writes and the relations between the modes' samples."""
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -16,9 +15,7 @@ from model_code.errors import UserError
 ROOT = Path(__file__).resolve().parents[1]
 K = 4                                        # process.levels.K of the levels systems (systems.py)
 
-_spec = importlib.util.spec_from_file_location("sample_script", ROOT / "sample.py")
-sample_script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sample_script)
+sample_script = helpers.load_script(ROOT / "sample.py", "sample_script")
 
 
 @pytest.fixture(autouse=True)
