@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from model_code.threads import available_cores  # noqa: E402
 
 CONFIGS = {
     # name: (config file, overrides that keep the step the config's own and drop evaluation)
@@ -56,13 +59,6 @@ def parse_args(argv=None):
     if args.rounds < 1:
         p.error("--rounds must be >= 1")
     return args
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def command(layout: str, workers: int, config: str, overrides: list, savedir: Path, steps: int) -> tuple:
@@ -101,7 +97,6 @@ def throughput(steps, seconds, batch: int) -> float:
 
 
 def batch_size(config: str, overrides: list) -> int:
-    sys.path.insert(0, str(ROOT))
     from model_code import config as config_mod
 
     return config_mod.load([ROOT / config], overrides).train.batch_size

@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model_code.errors import UserError, run_cli  # noqa: E402
+from model_code.nets.legacy_uno import tucker_to_dense  # noqa: E402
 
 BLOCKS = ("block1", "block2", "block3", "block4", "inv2_9", "inv3", "inv4", "inv5")
 DEFAULT_CHECKPOINTS = ("model.w_total.pt", "model.pt")
@@ -103,8 +104,7 @@ def dense_corner(parts: dict, where: str) -> torch.Tensor:
     if set(parts) == {"tensor"}:
         return _complex(parts["tensor"])
     if "core" in parts:
-        core, f = _complex(parts["core"]), _factors(parts)
-        return torch.einsum("abcd,ia,ob,xc,yd->ioxy", core, *f)
+        return tucker_to_dense(_complex(parts["core"]), _factors(parts))
     if "weights" in parts:
         w, f = _complex(parts["weights"]), _factors(parts)
         return torch.einsum("r,ir,or,xr,yr->ioxy", w, *f)
