@@ -211,6 +211,20 @@ def sampler_setup(cfg, name: str | None = None, steps: int | None = None, sigma_
             **options}
 
 
+def validation_sampler_setup(cfg) -> dict:
+    """process.sample's options for the validation samples drawn during training.
+
+    eval.sampler (ve / interpolant): a fast sampler ranks checkpoints for a small share of the
+    training time; null keeps the `sampler` group's (eval.py's default), as published files do.
+    """
+    e = cfg.eval
+    if e.sampler is None or cfg.process.type not in ("ve", "interpolant"):
+        return sampler_setup(cfg)
+    if e.sampler == "annealed_langevin":
+        return sampler_setup(cfg, e.sampler)       # the training levels and the sampler group's T
+    return sampler_setup(cfg, e.sampler, e.sampler_steps, e.sampler_sigma_min)
+
+
 def sampler_label(options: dict) -> tuple:
     """(sampler name, steps word) for folder names: e.g. ('annealed_langevin', 'T3'), ('heun_ode', 'steps20')."""
     if not options:
@@ -367,7 +381,7 @@ def build_trainer(cfg, savedir, data_dir, dist=None, device=None, progress: bool
         ema_update_after=o.ema_update_after, ema_update_every=o.ema_update_every, seed=cfg.seed,
         max_minutes=t.max_minutes, track=t.track, n_samples=e.n_samples, n_plot=e.n_plot,
         eval_batch_size=e.batch_size, eval_seed=e.seed, n_valid=e.n_valid, sample_shape=parts.shape,
-        sample_options=sampler_setup(cfg), num_classes=meta["data"]["num_classes"], tensorboard=t.tensorboard,
+        sample_options=validation_sampler_setup(cfg), num_classes=meta["data"]["num_classes"], tensorboard=t.tensorboard,
         progress=progress, log_lines=log_lines, pin_memory=t.pin_memory)
     optimizer = build_optimizer(cfg, parts.model)
     ema = EMA(parts.model, o.ema_rate) if o.ema_rate is not None else None

@@ -124,7 +124,7 @@ def _check_choices(obj, prefix: str = "") -> None:
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
             _check_choices(value, f"{prefix}{f.name}.")
-        elif "choices" in f.metadata:
+        elif "choices" in f.metadata and value is not None:     # None: an Optional field's "unset"
             _need(value in f.metadata["choices"],
                   f"{prefix}{f.name} must be one of {', '.join(f.metadata['choices'])}; got '{value}'")
 
@@ -148,6 +148,10 @@ def validate(cfg: Config) -> None:
     for name in ("n_samples", "batch_size", "n_plot"):
         _need(getattr(e, name) >= 1, f"eval.{name} must be >= 1; got {getattr(e, name)}")
     _need(e.n_valid is None or e.n_valid >= 1, f"eval.n_valid must be >= 1 or null; got {e.n_valid}")
+    _need(e.sampler_steps >= 1, f"eval.sampler_steps must be >= 1; got {e.sampler_steps}")
+    _need(e.sampler_sigma_min is None or 0 < e.sampler_sigma_min < p.sigma_max,
+          f"eval.sampler_sigma_min must lie in (0, process.sigma_max = {p.sigma_max}) or be null; "
+          f"got {e.sampler_sigma_min}")
     _need(p.sigma_max > p.sigma_min > 0, f"noise levels must satisfy process.sigma_max > process.sigma_min > 0 "
                                          f"(standard deviations); got {p.sigma_max}, {p.sigma_min}")
     for name, value in (("process.num_levels", p.num_levels), ("sampler.T", s.T), ("sampler.steps", s.steps),

@@ -281,6 +281,13 @@ def translate(values: dict, dialect: str) -> Dict[str, object]:
         out["net.type"] = "legacy_uno"
         out["mapped_keys.arch"] = ("no arch key (a file of the published code): net.type = legacy_uno, the "
                                    "published UNO")
+        if values.get("process", "ve") == "ve" and "sampler" not in values:
+            # Validation as published: annealed Langevin on every training level (L T + 1 evaluations).
+            out["eval.sampler"] = None
+            out["mapped_keys.validation"] = (
+                "a file of the published code validates as published: eval.sampler = null, the sampler group's "
+                "annealed Langevin on the L training levels (L x T + 1 network evaluations per sample); "
+                "eval.sampler=dpm_solver_2m validates with eval.sampler_steps (10) evaluations instead")
         if "kernel" not in values and "rbf_scale" in values:
             # The published GaussianRF_RBF computed exp(-|x - y| / (2 l^2)), not the squared distance.
             out["noise.kernel"] = "exponential"

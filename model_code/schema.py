@@ -361,6 +361,14 @@ class EvalConfig:
     batch_size: int = _f(128, "batch size of generation and evaluation")
     seed: int = _f(10_000, "sample k of every evaluation uses seed `seed + k` (runs compared on the same noise)")
     n_plot: int = _f(16, "samples drawn in each figure")
+    sampler: Optional[str] = _f("dpm_solver_2m", "ve / interpolant: sampler of the validation samples during "
+                                "training, on an EDM grid of eval.sampler_steps levels (a fast one: checkpoint "
+                                "selection needs a ranking, not the final quality); null = the `sampler` group's, "
+                                "what eval.py uses (published config files: annealed Langevin, as published)",
+                                choices=SAMPLER_NAMES)
+    sampler_steps: int = _f(10, "levels of the validation sampler's EDM grid (annealed_langevin: the training levels "
+                             "and sampler.T instead)")
+    sampler_sigma_min: Optional[float] = _f(None, "end of the validation sampler's EDM grid (null = process.sigma_min)")
 
 
 @dataclass

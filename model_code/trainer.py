@@ -104,6 +104,7 @@ class Trainer:
         self.best: dict = {}
         self.running: dict = {}               # sums of the loss terms since the last results.json line
         self.seconds = 0.0                    # training time over all starts
+        self.eval_seconds = 0.0               # the part of it spent on validation metrics and figures
         self.stop_requested = False
         self.stop_everywhere = False
         self.writer = None
@@ -116,6 +117,7 @@ class Trainer:
             "process_state": self.process.state_dict(), "step": self.step, "unit": self.unit_index(),
             "best": dict(self.best), "generator": self.generator.get_state(), "rng": checkpoint.rng_state(),
             "source": self.source.state_dict(), "running": dict(self.running), "seconds": self.seconds,
+            "eval_seconds": self.eval_seconds,
         }
         if with_optimizer:
             state["optimizer"] = self.optimizer.state_dict()
@@ -134,6 +136,7 @@ class Trainer:
         self.source.load_state_dict(state["source"])
         self.running = dict(state["running"])
         self.seconds = float(state["seconds"])
+        self.eval_seconds = float(state.get("eval_seconds", 0.0))    # absent from older checkpoints
 
     def sampling_model(self):
         """EMA weights when EMA is on (they are what the metrics judge)."""
@@ -213,6 +216,7 @@ class Trainer:
             if valid_loss is not None:
                 row["loss_valid"] = valid_loss
             self.running = {}
+        evaluating = time.time()
         if unit % s.record_interval == 0 or last:
             values = self.record(unit)
             # The log line: the tracked metrics and their multiples of the real-vs-real floor.
@@ -221,8 +225,13 @@ class Trainer:
             row = {**(row or {s.unit: unit, "step": self.step}), **values}
         if s.figure_interval and (unit % s.figure_interval == 0 or last) and self.figure is not None:
             self.draw_figure(unit)
+        spent = time.time() - evaluating
+        self.eval_seconds += spent
+        self.seconds += spent                # as the next step's clock will count it
         if row is not None and self.dist.is_main:
+            # time: the run's wall-clock seconds so far, eval_time: the part spent validating.
             row["time"] = round(self.seconds, 2)
+            row["eval_time"] = round(self.eval_seconds, 2)
             self.write_row(row)
             bar.set_postfix(loss=f"{row.get('loss', math.nan):.4g}")
         if unit % s.checkpoint_interval == 0 or last:
