@@ -36,6 +36,11 @@ MODES = ("generate", "superres", "plot", "elbo", "fid", "frechet", "score")
 FIELD_KINDS = ("phase", "real")
 
 
+def _batch_size(text: str):
+    """--val_batch_size: a number or the word auto."""
+    return "auto" if text == "auto" else int(text)
+
+
 def parse_args(argv=None):
     from model_code.eval_common import DEFAULT_SEED
 
@@ -53,8 +58,11 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true", help="replace an evaluation folder that holds results")
     p.add_argument("--Ntest", "--num_gen", "--n_samples", dest="Ntest", type=int, default=None,
                    help="number of samples, > 0 (default: the run's eval.n_samples; fid: 10000)")
-    p.add_argument("--val_batch_size", "--batch_size", dest="val_batch_size", type=int, default=None,
-                   help="generation / evaluation batch size, > 0 (default: the run's eval.batch_size)")
+    p.add_argument("--val_batch_size", "--batch_size", dest="val_batch_size", type=_batch_size, default=None,
+                   help="generation / evaluation batch size, > 0, or auto: the largest batch whose sampling fits in "
+                        "half the free memory (CUDA's, or the host's), measured with a two-level run of the "
+                        "sampler (default: auto where samples are drawn, else the run's eval.batch_size); the "
+                        "samples do not depend on it")
     p.add_argument("--factor", type=int, default=2, help="superres: how many times finer the grid is (default 2)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED,
                    help="sample k uses seed SEED + k; elbo: the seed of its noise (default differs from the "
@@ -162,7 +170,7 @@ def main(argv=None) -> int:
         raise UserError(f"--mode must be one of {', '.join(MODES)}; got '{cli.mode}'")
     for flag in ("Ntest", "val_batch_size", "steps", "n_images"):
         value = getattr(cli, flag)
-        if value is not None and value <= 0:
+        if value is not None and value != "auto" and value <= 0:
             raise UserError(f"--{flag} must be a positive integer; got {value}")
     check_tag(cli.tag)
     if cli.experiment_name is not None and cli.mode not in ("elbo", "fid", "frechet"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -126,14 +127,21 @@ def labels_for(run, seeds, label=None):
 
 @torch.no_grad()
 def generate(run, seeds, shape, options: dict, batch_size: int, progress: bool = False, log_lines: bool = False,
-             labels=None) -> torch.Tensor:
-    """len(seeds) samples of one-sample shape `shape` (CPU float32), in chunks of batch_size."""
+             labels=None, timing: dict | None = None) -> torch.Tensor:
+    """len(seeds) samples of one-sample shape `shape` (CPU float32), in chunks of batch_size.
+
+    timing (a dict) receives the batch size, the sampling seconds and the samples per second."""
     from .processes.base import sample_in_batches
     from .progress import LogLines
 
     log = LogLines("generate", "batch", -(-len(seeds) // batch_size), enabled=log_lines)
-    return sample_in_batches(run.process, run.model, seeds, shape, run.device, batch_size, labels, progress,
-                             after_batch=lambda done, size: log.tick(size, done), **options)
+    start = time.perf_counter()
+    samples = sample_in_batches(run.process, run.model, seeds, shape, run.device, batch_size, labels, progress,
+                                after_batch=lambda done, size: log.tick(size, done), **options)
+    if timing is not None:
+        seconds = time.perf_counter() - start
+        timing.update(batch_size=batch_size, seconds=seconds, samples_per_second=len(seeds) / max(seconds, 1e-9))
+    return samples
 
 
 def write_evaluation(folder: Path, summary: dict, arrays: dict | None = None, npz: str = "samples.npz") -> None:

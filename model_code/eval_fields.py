@@ -73,8 +73,9 @@ def sample_fields(cli, run, real: torch.Tensor, options: dict, factor: int, name
 
     kind = run.kind
     seeds = [cli.seed + k for k in range(n)]
+    timing = {}
     samples = generate(run, seeds, tuple(real.shape[1:]), options, batch_size, progress, log_lines,
-                       labels_for(run, seeds))
+                       labels_for(run, seeds), timing)
     stats = FieldStats(kind, real)
     real_stats, gen_stats = stats.real_stats, metrics.sample_stats(samples, kind)
     values = stats.values(samples)
@@ -88,7 +89,7 @@ def sample_fields(cli, run, real: torch.Tensor, options: dict, factor: int, name
                   spectrum=metrics.radial_power_spectrum(metrics.finite_samples(samples)[0]).numpy())
     summary = {**run_summary(run, name, cli.mode, ckpt, not cli.no_ema), "n": n, "seed": cli.seed,
                "resolution": list(real.shape[-2:]), "factor": factor, "training_nyquist": nyquist,
-               "n_real": len(real), **sampler_summary(options),
+               "n_real": len(real), **sampler_summary(options), "generation": timing,
                "floor_interval": f"floor_<metric>_p05 / _p95: 5th / 95th percentiles of the real-vs-real floor over "
                                  f"{metrics.FLOOR_RESAMPLES} bootstrap resamples of the {len(real)} real fields",
                "metrics": values}
@@ -102,7 +103,8 @@ def sample_images(cli, run, real: torch.Tensor, options: dict, name: str, ckpt: 
 
     seeds = [cli.seed + k for k in range(n)]
     labels = labels_for(run, seeds)
-    samples = generate(run, seeds, run.shape, options, batch_size, progress, log_lines, labels)
+    timing = {}
+    samples = generate(run, seeds, run.shape, options, batch_size, progress, log_lines, labels, timing)
     finite = torch.isfinite(samples.reshape(n, -1)).all(1)
     values = {"n_nonfinite": int((~finite).sum()), "pixel_mean": float(samples[finite].mean()),
               "pixel_std": float(samples[finite].std()), "real_pixel_mean": float(real.mean()),
@@ -112,7 +114,8 @@ def sample_images(cli, run, real: torch.Tensor, options: dict, name: str, ckpt: 
     if labels is not None:
         arrays["labels"] = labels.numpy()
     summary = {**run_summary(run, name, cli.mode, ckpt, not cli.no_ema), "n": n, "seed": cli.seed,
-               "resolution": list(run.shape[-2:]), "n_real": len(real), **sampler_summary(options), "metrics": values}
+               "resolution": list(run.shape[-2:]), "n_real": len(real), **sampler_summary(options),
+               "generation": timing, "metrics": values}
     return arrays, summary
 
 

@@ -83,6 +83,17 @@ def _options(cli, run) -> dict:
     return sampler_options(run, cli.sampler, cli.steps, cli.sigma_min, cli.delta)
 
 
+def _batch(cli, run, shape, options: dict, n: int) -> tuple:
+    """(batch size, how it was chosen) for drawing n samples: --val_batch_size, or auto (its default here)."""
+    from .batching import auto_batch_size
+
+    if cli.val_batch_size not in (None, "auto"):
+        return cli.val_batch_size, {"batch_size": cli.val_batch_size, "rule": "--val_batch_size"}
+    batch, how = auto_batch_size(run, shape, options, n, run.device, run.cfg.eval.batch_size)
+    print(f"{cli.mode}: batch size {batch} ({how['rule']})", file=sys.stderr)
+    return batch, how
+
+
 def _split(cli, run, factor: int = 1, split: str | None = None):
     data = build.build_dataset(run.cfg, os.environ.get("DATA_DIR"), factor)
     if (split or cli.dataset_split) == "train":
@@ -100,17 +111,18 @@ def generate(cli, run, ckpt: str, out_root: Path) -> int:
     name = cli.tag or generate_name(cli.mode, ckpt, options, factor, cli.sigma_min, not cli.no_ema, cli.seed)
     out = out_root / name
     n = cli.Ntest or run.cfg.eval.n_samples
-    batch = cli.val_batch_size or run.cfg.eval.batch_size
     progress, lines = _progress(cli)
     _start(cli, run, ckpt, out, f"{n} samples", options)
     real, _ = _split(cli, run, factor, split="valid")
+    batch, how = _batch(cli, run, run.shape if run.kind == "image" else tuple(real.shape[1:]), options, n)
 
     def compute():
         if run.kind == "image":
             arrays, summary = sample_images(cli, run, real, options, name, ckpt, n, batch, progress, lines)
-            return summary, arrays, "samples.npz", lambda f: image_grid(f, torch.from_numpy(arrays["samples"]))
+            return {**summary, "batching": how}, arrays, "samples.npz", \
+                lambda f: image_grid(f, torch.from_numpy(arrays["samples"]))
         arrays, summary = sample_fields(cli, run, real, options, factor, name, ckpt, n, batch, progress, lines)
-        return summary, arrays, "samples.npz", None
+        return {**summary, "batching": how}, arrays, "samples.npz", None
 
     return _evaluate(cli, out, compute)
 
@@ -166,19 +178,21 @@ def _sample_metric(cli, run, ckpt: str, out_root: Path, metric, reference: str |
     name = cli.tag or sample_metric_name(cli.mode, ckpt, options, n, reference or cli.dataset_split, cli.sigma_min,
                                          not cli.no_ema, cli.seed)
     out = out_root / name
-    batch = cli.val_batch_size or run.cfg.eval.batch_size
     progress, lines = _progress(cli)
     against = reference or f"the {cli.dataset_split} images"
     _start(cli, run, ckpt, out, f"{n} samples against {against}", options)
     real = None if reference else _split(cli, run)[0]
+    batch, how = _batch(cli, run, run.shape, options, n)
 
     def compute():
         seeds = [cli.seed + k for k in range(n)]
-        fake = draw(run, seeds, run.shape, options, batch, progress, lines, labels_for(run, seeds))
+        timing = {}
+        fake = draw(run, seeds, run.shape, options, batch, progress, lines, labels_for(run, seeds), timing)
         values = metric(fake, real, batch)
         summary = {**run_summary(run, name, cli.mode, ckpt, not cli.no_ema), "n": n, "seed": cli.seed,
                    "split": reference or cli.dataset_split, "n_real": None if real is None else len(real),
-                   **sampler_summary(options), **(extra or {}), "metrics": values}
+                   **sampler_summary(options), **(extra or {}), "batching": how, "generation": timing,
+                   "metrics": values}
         after = _write_log(cli, ckpt, "fid", values["fid"]) if cli.mode == "fid" else None
         return summary, {"samples": fake.numpy(), "seeds": np.array(seeds)}, "samples.npz", after
 
@@ -229,12 +243,12 @@ def score(cli, run, ckpt: str, out_root: Path) -> int:
     n = cli.Ntest or run.cfg.eval.n_samples
     if n < 2:
         raise UserError(f"--Ntest must be at least 2 for the mode balance; got {n}")
-    batch = cli.val_batch_size or run.cfg.eval.batch_size
     progress, lines = _progress(cli)
     _start(cli, run, ckpt, out, f"score error on {SCORE_TIMES} times and {n} samples", options)
     data, analytic, schedule = ta.toy_parts(run.cfg)
     # the exact prior p_1 needs the data law; the uniform one does not
     call = {**options, "data": data} if getattr(run.process, "prior", "uniform") == "exact" else options
+    batch, _ = _batch(cli, run, run.shape, call, n)
 
     def compute():
         seeds = [cli.seed + k for k in range(n)]
