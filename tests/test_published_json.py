@@ -105,7 +105,8 @@ def test_the_published_files_as_they_are(name, noise):
     assert cfg.process.sigma_max == math.sqrt(30.0) and cfg.process.sigma_min == math.sqrt(0.01)
     assert (cfg.data.npad, cfg.optim.ema_rate, cfg.sampler.epsilon) == (8, 0.1, 6e-6)
     assert set(cfg.mapped_keys) == {"sigma_1", "sigma_L", "fmult", "groups", "num_freqs_input", "num_workers",
-                                    "arch", "kernel"}
+                                    "arch", "kernel", "validation"}
+    assert cfg.eval.sampler is None                     # validation with the published sampler, as published
     # the published "RBF" noise was exp(-|x - y| / (2 l^2)); fmult's modes at the file's 120 + 8 px grid
     assert cfg.noise.kernel == "exponential" and cfg.noise.length_scale == 0.05
     assert cfg.mapped_keys["fmult"].endswith("at grid 128 px (blocks 128 -> 128 -> 96 -> 64 -> 32 -> 64 -> 96 -> 128 "
