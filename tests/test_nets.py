@@ -359,3 +359,65 @@ def test_uno_fused_blocks_equal_neuralops_forward(case):
         results.append([y.detach(), xi.grad] + [p.grad for p in net.parameters()])
     for ref, new in zip(*results):
         assert (new - ref).abs().max() <= 2e-5 * ref.abs().max()
+
+
+# ----------------------------------------------------------------------------- spectral convolution by matrix DFTs
+
+
+def _spectral_conv_results(conv, x, out_shape, fast, dtype):
+    """Output and every gradient (input, added term, parameters) of one spectral convolution."""
+    from model_code.nets.spectral import spectral_conv
+
+    conv.zero_grad()
+    xi = x.clone().requires_grad_()
+    add = rand((x.shape[0], conv.out_channels, *out_shape), seed=2).to(dtype).requires_grad_()
+    y = spectral_conv(conv, xi, out_shape, add=add) if fast else conv(xi, output_shape=out_shape) + add
+    (y * torch.cos(y)).sum().backward()
+    return [y.detach(), xi.grad, add.grad] + [p.grad for p in conv.parameters()]
+
+
+@pytest.mark.parametrize("factorization", [None, "tucker"])
+@pytest.mark.parametrize("n_in, n_out, modes, norm, bias", [
+    ((16, 16), (16, 16), (6, 6), "forward", True),       # same size
+    ((15, 21), (8, 11), (8, 8), "forward", True),         # shrinking, odd input height (fftshift twice != id)
+    ((9, 9), (18, 18), (8, 6), "ortho", True),            # growing from an odd grid
+    ((8, 11), (15, 21), (6, 10), "backward", False),      # growing, non-square, no bias
+    ((6, 6), (6, 6), (10, 10), "forward", True),          # more modes than the grid holds
+], ids=["same", "shrink_odd", "grow_odd", "grow_non_square", "modes_over_grid"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_spectral_conv_equals_neuralops(factorization, n_in, n_out, modes, norm, bias, dtype, monkeypatch):
+    """The matrix-DFT spectral convolution against neuralop's SpectralConv.forward: outputs and all
+    gradients to float32 rounding, and to 1e-10 in float64 (neuralop's output spectrum is complex64
+    whatever the input; a patched torch.zeros makes it complex128 for that comparison)."""
+    from neuralop.layers.spectral_convolution import SpectralConv
+
+    from model_code.nets.spectral import fast_spectral_ok
+
+    torch.manual_seed(0)
+    conv = SpectralConv(3, 4, modes, factorization=factorization, rank=0.5, implementation="factorized",
+                        fft_norm=norm, bias=bias)
+    assert fast_spectral_ok(conv)
+    if dtype == torch.float64:
+        for p in conv.parameters():
+            p.data = p.data.to(torch.complex128 if p.is_complex() else dtype)
+        zeros = torch.zeros
+        monkeypatch.setattr(torch, "zeros", lambda *a, dtype=None, **k: zeros(
+            *a, dtype=torch.complex128 if dtype == torch.cfloat else dtype, **k))
+    x = rand((2, 3, *n_in)).to(dtype)
+    ref, new = (_spectral_conv_results(conv, x, list(n_out), fast, dtype) for fast in (False, True))
+    tol = 2e-5 if dtype == torch.float32 else 1e-10
+    for r, n in zip(ref, new):
+        assert n.dtype == r.dtype and n.shape == r.shape
+        assert (n - r).abs().max() <= tol * r.abs().max()
+
+
+def test_fast_spectral_ok_refuses_what_it_does_not_compute():
+    from neuralop.layers.spectral_convolution import SpectralConv
+
+    from model_code.nets.spectral import fast_spectral_ok
+
+    assert fast_spectral_ok(SpectralConv(2, 2, (4, 4)))
+    assert not fast_spectral_ok(SpectralConv(2, 2, (4, 4), separable=True))
+    assert not fast_spectral_ok(SpectralConv(2, 2, (4, 4), complex_data=True))
+    assert not fast_spectral_ok(SpectralConv(2, 2, (4,)))
+    assert not fast_spectral_ok(SpectralConv(2, 2, (4, 4, 4)))

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .embedding import NoiseLevelEmbedding
+from .spectral import fast_spectral_ok, spectral_conv
 
 __all__ = ["ConditionedFNO", "ConditionedUNO", "count_parameters", "uno_layout"]
 
@@ -396,6 +397,9 @@ class ConditionedUNO(_ConditionedOperator):
         # Not part of the config or the state dict: False runs neuralop's FNOBlocks.forward
         # as it is (the reference path of tests/test_nets.py and scripts/bench_train.py).
         self.fused_skips = all(_fusable(block) for block in self.fno_blocks)
+        # Also outside the config and state dict: False keeps neuralop's SpectralConv.forward in the
+        # fused path (to time or test the two spectral convolutions against each other).
+        self.fast_spectral = True
 
     def _run_block(self, block, h: torch.Tensor, output_shape) -> torch.Tensor:
         """One FNOBlocks(n_layers=1) layer; the same function as ``block(h, output_shape=...)``.
@@ -406,7 +410,9 @@ class ConditionedUNO(_ConditionedOperator):
         shrinking layer resamples its input once (not both skip outputs) and runs the 1x1
         convolutions on the coarse grid; a growing layer convolves on the coarse grid first, as
         neuralop does.  The resampling is two small matrix products with PyTorch's own bicubic
-        weights, which replace upsample_bicubic2d (its backward is a slow scatter on a CPU).
+        weights, which replace upsample_bicubic2d (its backward is a slow scatter on a CPU).  The
+        spectral convolution transforms only its kept modes, by matrix products (see
+        model_code/nets/spectral.py), and its last product adds the fno skip.
         Results equal neuralop's to float rounding (tests/test_nets.py).
         """
         if not self.fused_skips:
@@ -427,7 +433,10 @@ class ConditionedUNO(_ConditionedOperator):
             skip_fno, skip_mlp = (_conv1x1(coarse, w) for w in weights)
         else:
             skip_fno, skip_mlp = (_bicubic(_conv1x1(h, w), out_shape) for w in weights)
-        x = conv(h, output_shape=output_shape) + skip_fno
+        if self.fast_spectral and fast_spectral_ok(conv):
+            x = spectral_conv(conv, h, out_shape, add=skip_fno)
+        else:
+            x = conv(h, output_shape=output_shape) + skip_fno
         return block.channel_mlp[0](x) + skip_mlp
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
