@@ -411,6 +411,57 @@ def test_spectral_conv_equals_neuralops(factorization, n_in, n_out, modes, norm,
         assert (n - r).abs().max() <= tol * r.abs().max()
 
 
+def _contraction_results(conv, contract, spec, grad, grid):
+    """Output of one weight contraction and the gradients of the spectrum and every weight parameter."""
+    from model_code.nets.spectral import _mode_weight
+
+    conv.zero_grad()
+    spec = spec.clone().requires_grad_()
+    out = contract(spec, _mode_weight(conv, [grid[0], grid[1] // 2 + 1]))
+    (out * grad).real.sum().backward()
+    return [out.detach(), spec.grad] + [p.grad for p in conv.weight.parameters()]
+
+
+@pytest.mark.parametrize("channels, modes, grid, rank", [
+    ((3, 4), (6, 6), (16, 16), 0.5),
+    ((5, 2), (8, 6), (9, 9), (3, 2, 5, 2)),         # odd grid, uneven ranks (input rank > output)
+    ((6, 7), (10, 10), (6, 6), 0.2),                # more modes than the grid: a sliced tucker weight
+    ((2, 5), (5, 7), (12, 10), (2, 5, 1, 1)),       # odd modes, rank-1 mode factors
+], ids=["square", "odd_uneven_rank", "sliced", "odd_modes_rank1"])
+def test_tucker_contraction_equals_neuralops(channels, modes, grid, rank):
+    """_contract_tucker against neuralop's own tucker einsum: outputs and the gradients of the
+    spectrum, the core and each factor, to float32 rounding."""
+    from neuralop.layers.spectral_convolution import SpectralConv
+
+    from model_code.nets.spectral import _contract, _mode_weight
+
+    torch.manual_seed(0)
+    conv = SpectralConv(*channels, modes, factorization="tucker", rank=rank, implementation="factorized")
+    rows, cols = _mode_weight(conv, [grid[0], grid[1] // 2 + 1]).shape[-2:]
+    spec = torch.complex(rand((3, channels[0], rows, cols), seed=1), rand((3, channels[0], rows, cols), seed=2))
+    grad = torch.complex(rand((3, channels[1], rows, cols), seed=3), rand((3, channels[1], rows, cols), seed=4))
+    ref = _contraction_results(conv, lambda s, w: conv._contract(s, w, separable=False), spec, grad, grid)
+    new = _contraction_results(conv, lambda s, w: _contract(conv, s, w), spec, grad, grid)
+    assert len(ref) == 2 + 5
+    for r, n in zip(ref, new):
+        assert n.dtype == r.dtype and n.shape == r.shape
+        assert (n - r).abs().max() <= 2e-5 * r.abs().max()
+
+
+@pytest.mark.parametrize("factorization", ["cp", "tt", "dense"])
+def test_other_weights_keep_neuralops_contraction(factorization):
+    from neuralop.layers.spectral_convolution import SpectralConv
+
+    from model_code.nets.spectral import _contract, _mode_weight
+
+    torch.manual_seed(0)
+    conv = SpectralConv(3, 4, (6, 6), factorization=factorization, rank=0.5, implementation="factorized")
+    weight = _mode_weight(conv, [16, 9])
+    shape = (2, 3, *weight.shape[-2:])
+    spec = torch.complex(rand(shape, seed=1), rand(shape, seed=2))
+    assert torch.equal(_contract(conv, spec, weight), conv._contract(spec, weight, separable=False))
+
+
 def test_fast_spectral_ok_refuses_what_it_does_not_compute():
     from neuralop.layers.spectral_convolution import SpectralConv
 
