@@ -379,7 +379,7 @@ def build_trainer(cfg, savedir, data_dir, dist=None, device=None, progress: bool
         record_interval=t.record_interval, checkpoint_interval=t.checkpoint_interval,
         snapshot_interval=t.snapshot_interval, figure_interval=t.figure_interval, grad_clip=o.grad_clip,
         ema_update_after=o.ema_update_after, ema_update_every=o.ema_update_every, seed=cfg.seed,
-        max_minutes=t.max_minutes, track=t.track, n_samples=e.n_samples, n_plot=e.n_plot,
+        max_minutes=t.max_minutes, track=t.track, select=t.select, n_samples=e.n_samples, n_plot=e.n_plot,
         eval_batch_size=e.batch_size, eval_seed=e.seed, n_valid=e.n_valid, sample_shape=parts.shape,
         sample_options=validation_sampler_setup(cfg), num_classes=meta["data"]["num_classes"], tensorboard=t.tensorboard,
         progress=progress, log_lines=log_lines, pin_memory=t.pin_memory)

@@ -324,6 +324,10 @@ class TrainConfig:
                                         "(null: at every record_interval)")
     track: Optional[List[str]] = _f(None, "metrics that get a best checkpoint model.<metric>.pt (null: every "
                                     "metric the evaluators report)")
+    select: str = _f("within_noise", "which record model.<metric>.pt keeps: within_noise, the latest whose value "
+                     "is within the metric's sampling noise of the best so far (half the width of its real-vs-real "
+                     "floor's 90% interval; metrics without one: the best), so a flat noisy curve keeps the most "
+                     "trained model; best, the lowest value", choices=("within_noise", "best"))
     max_minutes: Optional[float] = _f(None, "stop after this many minutes of training (with a checkpoint and a "
                                       "final evaluation); null = no limit")
     device: str = _f("auto", "auto (cuda when available, else cpu), cpu, cuda or cuda:N")

@@ -57,6 +57,7 @@ class LoopSettings:
     seed: int = 0
     max_minutes: Optional[float] = None
     track: Optional[list] = None     # metrics with a best checkpoint (None: all the evaluators report)
+    select: str = "within_noise"     # or "best": which record model.<metric>.pt keeps (select_checkpoint)
     n_samples: int = 64              # samples per evaluation
     n_plot: int = 16
     eval_batch_size: int = 64
@@ -73,6 +74,24 @@ class LoopSettings:
     @property
     def total_steps(self) -> int:
         return self.length * self.steps_per_unit
+
+
+def noise_of(values: dict, name: str) -> float:
+    """A metric's sampling noise: half the width of its real-vs-real floor's 90% interval (0 without one)."""
+    low, high = values.get(f"floor_{name}_p05"), values.get(f"floor_{name}_p95")
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return 0.0
+    return max(0.0, (high - low) / 2)
+
+
+def select_checkpoint(value: float, best: float, noise: float, rule: str) -> bool:
+    """Whether a record replaces model.<metric>.pt: a new best, or (within_noise) a value no further above
+    the best so far than the metric's noise. Validation metrics from a few hundred samples flatten out
+    while training still improves the model for a slower sampler, so the lowest of a flat noisy
+    curve is a draw among equals; a later one among them has trained longer."""
+    if value < best:
+        return True
+    return rule == "within_noise" and value <= best + noise
 
 
 class TrainingDiverged(UserError):
@@ -372,10 +391,12 @@ class Trainer:
                 self.figure(samples, self.savedir / "samples" / f"{unit}", f"{self.s.unit} {unit}", values)
         for name in self._tracked():
             value = values.get(name)
-            if value is not None and math.isfinite(value) and value < self.best.get(name, math.inf):
-                self.best[name] = value
-                if self.dist.is_main:
-                    self.save(self.state(with_optimizer=False), self.savedir / f"model.{name}.pt")
+            if value is None or not math.isfinite(value):
+                continue
+            keep = select_checkpoint(value, self.best.get(name, math.inf), noise_of(values, name), self.s.select)
+            self.best[name] = min(value, self.best.get(name, math.inf))
+            if keep and self.dist.is_main:
+                self.save(self.state(with_optimizer=False), self.savedir / f"model.{name}.pt")
         return values
 
     def _tracked(self) -> list:

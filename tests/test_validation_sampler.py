@@ -106,3 +106,30 @@ def test_validation_sampler_changes_neither_training_nor_eval_time_bookkeeping(t
         assert 0 < rows[0]["eval_time"] < rows[1]["eval_time"] <= rows[1]["time"]
     assert checkpoint.load(tmp_path / "fast" / "model.pt")["eval_seconds"] == pytest.approx(
         rows_fast[-1]["eval_time"], abs=0.01)
+
+
+def test_checkpoint_selection_rules():
+    from model_code.trainer import noise_of, select_checkpoint
+
+    values = {"w_total": 0.30, "floor_w_total_p05": 0.04, "floor_w_total_p95": 0.10}
+    assert noise_of(values, "w_total") == pytest.approx(0.03)
+    assert noise_of({"loss": 1.0}, "loss") == 0.0                              # no floor: the plain best
+    assert select_checkpoint(0.31, 0.29, 0.03, "within_noise")                  # within the noise: the later one
+    assert not select_checkpoint(0.33, 0.29, 0.03, "within_noise")
+    assert not select_checkpoint(0.31, 0.29, 0.03, "best")
+    assert select_checkpoint(0.28, 0.29, 0.0, "best")
+
+
+@pytest.mark.parametrize("rule", ["within_noise", "best"])
+def test_the_kept_checkpoint_follows_the_rule(tmp_path, rule):
+    from model_code.trainer import noise_of, select_checkpoint
+
+    _train(tmp_path, "epochs=4", f"train.select={rule}")
+    rows = [json.loads(line) for line in (tmp_path / "results.json").read_text().splitlines()]
+    best, kept = float("inf"), None
+    for r in rows:
+        if select_checkpoint(r["w_total"], best, noise_of(r, "w_total"), rule):
+            kept = r["step"]
+        best = min(best, r["w_total"])
+    assert checkpoint.load(tmp_path / "model.w_total.pt")["step"] == kept
+    assert checkpoint.load(tmp_path / "model.pt")["best"]["w_total"] == pytest.approx(best)
