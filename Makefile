@@ -6,7 +6,8 @@
 #                 tests/vision (real torchvision, clean-fid) in .venv-vision
 #   make bench    noise-sampler, sample-quality, sampler, digits (every image system) and model benchmarks
 #                 (VE / FFM / GANO at equal compute, 32 px and 2x super-resolution), the training step
-#                 (time, FLOP rate, memory) and 1 process x N threads against N processes x 1 thread
+#                 (time, FLOP rate, memory), 1 process x N threads against N processes x 1 thread,
+#                 validation cost and checkpoint selection, and generation throughput
 #   make clean    remove the demo's run folders (never the data)
 #
 # Variables (command line or environment): DATA_DIR (default data), SAVEDIR
@@ -75,7 +76,7 @@ demo: venv ## synthetic data, a short training run, then generate / superres / p
 	echo "   figures:"; \
 	find "$$run" -name '*.png' | sort | sed 's/^/     /'
 
-bench: venv ## benchmarks: noise samplers, sample quality, samplers (NFE vs quality), every image system on digits, VE/FFM/GANO, training step, threads vs processes
+bench: venv ## benchmarks: noise samplers, sample quality, samplers (NFE vs quality), every image system on digits, VE/FFM/GANO, training step, threads vs processes, validation cost and selection, generation throughput
 	@export DATA_DIR="$(DATA_ABS)" SAVEDIR="$(SAVE_ABS)"; \
 	set -e; \
 	"$(PYTHON_ABS)" scripts/bench_noise.py; \
@@ -84,7 +85,9 @@ bench: venv ## benchmarks: noise samplers, sample quality, samplers (NFE vs qual
 	"$(PYTHON_ABS)" scripts/bench_digits.py --fresh; \
 	"$(PYTHON_ABS)" scripts/bench_models.py --assets; \
 	"$(PYTHON_ABS)" scripts/bench_train.py; \
-	"$(PYTHON_ABS)" scripts/bench_threads.py
+	"$(PYTHON_ABS)" scripts/bench_threads.py; \
+	"$(PYTHON_ABS)" scripts/bench_validation.py; \
+	"$(PYTHON_ABS)" scripts/bench_generate.py
 
 clean: ## remove the demo run folders (SAVEDIR/demo); data is kept
 	rm -rf -- "$(SAVE_ABS)/demo"
