@@ -61,8 +61,9 @@ def parse_args(argv=None):
     p.add_argument("--val_batch_size", "--batch_size", dest="val_batch_size", type=_batch_size, default=None,
                    help="generation / evaluation batch size, > 0, or auto: the largest batch whose sampling fits in "
                         "half the free memory (CUDA's, or the host's), measured with a two-level run of the "
-                        "sampler (default: auto where samples are drawn, else the run's eval.batch_size); the "
-                        "samples do not depend on it")
+                        "sampler; on a CPU also at most 64 MiB of live tensors per batch, where larger batches "
+                        "run slower (default: auto where samples are drawn, else the run's eval.batch_size); "
+                        "the samples do not depend on it")
     p.add_argument("--factor", type=int, default=2, help="superres: how many times finer the grid is (default 2)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED,
                    help="sample k uses seed SEED + k; elbo: the seed of its noise (default differs from the "

@@ -20,6 +20,11 @@ def test_the_rule_is_half_the_free_memory_over_the_measured_peak_per_sample(monk
     monkeypatch.setattr(batching, "bytes_per_sample", lambda *a: 300_000.0)
     assert batching.auto_batch_size(None, (1, 8, 8), {}, 1000, "cpu", 64)[0] == 16      # 0.5 x 1e7 / 3e5
     assert batching.auto_batch_size(None, (1, 8, 8), {}, 5, "cpu", 64)[0] == 5          # never more than n
+    # a CPU also keeps a batch's live tensors under CPU_BATCH_BYTES (64 MiB): 2**26 / 3e6 = 22
+    monkeypatch.setattr(batching, "available_bytes", lambda device: 10 ** 12)
+    monkeypatch.setattr(batching, "bytes_per_sample", lambda *a: 3_000_000.0)
+    batch, how = batching.auto_batch_size(None, (1, 8, 8), {}, 1000, "cpu", 64)
+    assert batch == 22 and how["rule"].startswith("CPU")
     monkeypatch.setattr(batching, "bytes_per_sample", lambda *a: 1e12)
     assert batching.auto_batch_size(None, (1, 8, 8), {}, 5, "cpu", 64)[0] == 1          # at least one
     monkeypatch.setattr(batching, "bytes_per_sample", lambda *a: None)
@@ -69,7 +74,7 @@ def test_auto_batches_give_the_same_samples_and_metrics_json_says_how(trained, v
     assert eval_script.main([*common, "--tag", "auto"]) == 0                 # auto is the default
     assert eval_script.main([*common, "--tag", "one", "--val_batch_size", "1"]) == 0
     auto, one = (json.loads((run / "eval" / t / "metrics.json").read_text()) for t in ("auto", "one"))
-    assert "free memory" in auto["batching"]["rule"] and 1 <= auto["batching"]["batch_size"] <= 5
+    assert "measured peak per sample" in auto["batching"]["rule"] and 1 <= auto["batching"]["batch_size"] <= 5
     assert one["batching"] == {"batch_size": 1, "rule": "--val_batch_size"}
     for summary in (auto, one):
         g = summary["generation"]
