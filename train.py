@@ -118,6 +118,9 @@ def _train(cli, cfg, savedir, argv, dist, device) -> int:
         if dist.is_main:
             print(f"train.py: {stop}; run the same command to resume", file=sys.stderr)
         return PREEMPTED_EXIT
+    # Leave together: a rank that tears its process group down while rank 0 still writes the last
+    # checkpoints can abort inside gloo (seen once: "terminate called without an active exception").
+    dist.barrier()
     if dist.is_main:
         print(f"done: {savedir} (step {trainer.step}" + (f", {dist.world_size} processes)" if dist.active else ")"))
     return 0
