@@ -123,10 +123,11 @@ def share_table(rows: list) -> str:
 
 
 # ---------------------------------------------------------------------------- part 2
-def _run_overrides(dataset: str, steps: int, record: int, validation: str, n_valid: int, quick: bool) -> list:
+def _run_overrides(dataset: str, steps: int, record: int, validation: str, n_valid: int, quick: bool,
+                   seed: int = 0) -> list:
     import bench_models
     out = list(bench_models.DATA_OVERRIDES.get(("ve", dataset), []))
-    out += ["train.epochs=null", f"train.steps={steps}", f"train.record_interval={record}", f"eval.n_samples={n_valid}",
+    out += [f"seed={seed}", "train.epochs=null", f"train.steps={steps}", f"train.record_interval={record}", f"eval.n_samples={n_valid}",
             f"train.snapshot_interval={record}", f"train.log_interval={record}",
             f"train.checkpoint_interval={steps}", "train.max_minutes=null", "train.threads=1",
             "train.tensorboard=false", f"eval.sampler={FAST if validation == 'fast' else 'null'}",
@@ -137,11 +138,11 @@ def _run_overrides(dataset: str, steps: int, record: int, validation: str, n_val
 
 
 def train_run(dataset: str, validation: str, run_dir: Path, data_dir: Path, steps: int, record: int, n_valid: int,
-              quick: bool) -> None:
+              quick: bool, seed: int = 0) -> None:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "exps/json/grf-quality.json"),
-           "--savedir", str(run_dir), "--quiet", *_run_overrides(dataset, steps, record, validation, n_valid, quick)]
+           "--savedir", str(run_dir), "--quiet", *_run_overrides(dataset, steps, record, validation, n_valid, quick, seed)]
     print(f"== {dataset}: training with {validation} validation -> {run_dir}", flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"})
 
@@ -256,7 +257,7 @@ def same_training(a: Path, b: Path) -> bool:
 
 
 def selection(out: Path, datasets: list, steps: int, record: int, n_valid: int, n_final: int, target_factor: float,
-              quick: bool, reuse: dict, reuse_runs: bool = False) -> list:
+              quick: bool, reuse: dict, reuse_runs: bool = False, seed: int = 0) -> list:
     import bench_models
     data_dir = out / "data"
     bench_models.make_volcano(data_dir)
@@ -267,7 +268,7 @@ def selection(out: Path, datasets: list, steps: int, record: int, n_valid: int, 
             if reuse_runs and (run_dir / "results.json").exists() and _rows(run_dir)[-1]["step"] == steps:
                 print(f"== {dataset}: reusing {run_dir}", flush=True)
                 continue
-            train_run(dataset, validation, run_dir, data_dir, steps, record, n_valid, quick)
+            train_run(dataset, validation, run_dir, data_dir, steps, record, n_valid, quick, seed)
         identical = same_training(dirs["fast"], dirs["langevin"])
         rows = {v: _rows(d) for v, d in dirs.items()}
         steps_done = [r["step"] for r in rows["fast"]]
@@ -305,6 +306,8 @@ def parse_args(argv=None):
                    "evaluation")
     p.add_argument("--target-factor", type=float, default=1.2,
                    help="selection: the stated target is this multiple of the best final w_total of any snapshot")
+    p.add_argument("--seed", type=int, default=0, help="selection: the runs' seed (initialisation, data order, "
+                   "training noise): another seed gives a fresh pair of runs")
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check that the script runs")
     p.add_argument("--json", type=Path, default=None, help="write every number here (default: OUT/bench_validation.json)")
     return p.parse_args(argv)
@@ -328,7 +331,8 @@ def main(argv=None) -> dict:
             earlier = json.loads(args.reuse_final.read_text()).get("selection", [])
             reuse = {s["dataset"]: s["final_by_step"] for s in earlier}
         result["selection"] = selection(args.out, args.datasets.split(","), args.steps, args.record, args.n_valid,
-                                        args.n_final, args.target_factor, args.quick, reuse, args.reuse_runs)
+                                        args.n_final, args.target_factor, args.quick, reuse, args.reuse_runs,
+                                        args.seed)
         print(selection_table(result["selection"]), flush=True)
         for s in result["selection"]:
             print(f"{s['dataset']}: the two runs trained identically: {s['identical_training']}; target "
