@@ -49,6 +49,23 @@ def rand(shape, seed=0):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.parametrize("cls", NETS, ids=NET_IDS)
+def test_film_scales_and_shifts_each_sample(cls):
+    """Layer i's FiLM is h * (1 + scale_i(e)) + shift_i(e), per sample and channel: a channel whose
+    scale is -1 is zeroed and then carries only its shift."""
+    net = perturb_film(small_net(cls))
+    channels = net.film[0].out_features // 2
+    e = rand((2, net.film[0].in_features), seed=3)
+    h = rand((2, channels, 5, 4), seed=4)
+    with torch.no_grad():
+        net.film[0].bias[0] = -1.0 - net.film[0].weight[0] @ e[1]      # sample 1, channel 0: scale -1
+    out = net._apply_film(0, h, e)
+    scale, shift = net.film[0](e).chunk(2, dim=1)
+    want = h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+    assert torch.allclose(out, want, rtol=1e-6, atol=1e-6)
+    assert torch.allclose(out[1, 0], shift[1, 0].expand(5, 4), atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- embedding
 
 
