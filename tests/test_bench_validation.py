@@ -28,6 +28,13 @@ def test_selection_summary_replays_both_rules_and_times_as_stated():
     assert fast["rules"]["best"]["time_to_target"] is None and slow["rules"]["best"]["time_to_target"] is None
     assert fast["spearman_valid_final"] == pytest.approx(0.4)          # ranks 4 1 3 2 against 4 3 2 1
     assert fast["share"] == pytest.approx(4 / 44) and slow["share"] == pytest.approx(40 / 80)
+    # kept after each record: fast within_noise 100 200 300 400 (as latest), best 100 200 200 200;
+    # langevin within_noise 100 200 200 200 (0.3 and 0.21 are further than 0.005 above 0.2)
+    stops = {rule: c["mean_final_over_stops"] for rule, c in fast["rules"].items()}
+    assert stops == pytest.approx({"within_noise": 0.18, "best": 0.225, "latest": 0.18})
+    assert slow["rules"]["within_noise"]["mean_final_over_stops"] == pytest.approx(0.225)
+    latest = slow["rules"]["latest"]
+    assert latest["selected_step"] == 400 and latest["time_to_target"] == 60     # step 300 (0.12): 30 + 30
 
 
 def test_langevin_throughput_is_scaled_by_network_evaluations(trained, volcano_dir, monkeypatch):
