@@ -20,8 +20,10 @@ the runs differ only in what validation costs and in which checkpoint it selects
 writes a snapshot; each snapshot is then evaluated as a final evaluation would be: the
 published sampler (annealed Langevin) on --n-final samples from fresh seeds, w_total against
 --n-final real fields (GRF: exact draws; volcano: the validation split). Reported per data set:
-- each run's selected checkpoint (its best validation w_total, model.w_total.pt) and its final
-  w_total, against the best final w_total of any snapshot (the oracle);
+- each run's selected checkpoint (model.w_total.pt under each train.select rule, and `latest`,
+  the newest checkpoint, as the baseline) and its final w_total, against the best final w_total of
+  any snapshot (the oracle);
+- the mean final w_total of the checkpoint each rule holds had the run stopped at each record;
 - Spearman rank correlation between each run's validation w_total and the final one;
 - validation time as a share of the run's time (results.json eval_time / time);
 - wall-clock to a stated target: the first record at which the checkpoint the run has selected
@@ -226,8 +228,8 @@ def selection_summary(dataset: str, runs: dict, final: dict, target_factor: floa
         last = rows[-1]
         entry = {"spearman_valid_final": spearman(valid, [final[s] for s in steps]), "time": last["time"],
                  "eval_time": last["eval_time"], "share": last["eval_time"] / last["time"], "rules": {}}
-        for rule in RULES + (LATEST,):
-            kept = steps if rule == LATEST else replay_selection(rows, rule)
+        kept_by_rule = {**{rule: replay_selection(rows, rule) for rule in RULES}, LATEST: steps}
+        for rule, kept in kept_by_rule.items():
             reached = next((r["time"] for r, k in zip(rows, kept) if final[k] <= target), None)
             # Had the run stopped at record i, the model kept then would be kept[i]: the mean over
             # every stopping point also scores runs that end after their quality peaked.
