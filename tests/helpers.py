@@ -35,13 +35,17 @@ def assert_trains_like_one(one: Path, two: Path) -> None:
             if key not in ("time", "eval_time") and isinstance(value, float) and not key.startswith("floor"):
                 assert rb[key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
     wa, wb = checkpoint.load(one / "model.pt")["model"], checkpoint.load(two / "model.pt")["model"]
-    # Summation order differs between one and two processes; Adam turns near-zero gradients of
-    # zero-initialised layers into updates of their own, so tolerances follow the weights' scale.
+    # Summation order differs between one and two processes, so weights agree to rounding relative
+    # to their scale; except that Adam turns a gradient that is zero up to rounding into steps of
+    # up to lr whose sign follows the summation order. The U-Net's last biases are such weights: a
+    # GroupNorm of one channel per group removes them, so they never change the function (the
+    # losses and validation metrics above are what show the function is the same).
     scale = max(float(w.abs().max()) for w in wa.values() if w.is_floating_point() and w.numel())
+    adam_steps = 2 * max(r.get("lr", 0.0) for r in a)
     for name in wa:
         if wa[name].is_floating_point() and wa[name].numel():
             err = float((wa[name] - wb[name]).abs().max())
-            assert err <= 1e-4 * float(wa[name].abs().max()) + 2e-5 * scale, name
+            assert err <= max(1e-4 * float(wa[name].abs().max()) + 2e-5 * scale, adam_steps), name
     assert len(json.loads((two / "provenance.json").read_text())) == 1     # written once, by rank 0
 
 
