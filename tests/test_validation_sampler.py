@@ -88,10 +88,15 @@ def _train(tmp_path, *extra):
 
 
 def test_validation_sampler_changes_neither_training_nor_eval_time_bookkeeping(tmp_path):
-    """Fast and Langevin validation: the same training, the predicted number of network evaluations,
-    and eval_time, the part of the run's time spent validating, in every results.json row."""
+    """Fast and Langevin validation, and validation on more samples: the same training, the predicted
+    number of network evaluations, and eval_time, the part of the run's time spent validating, in
+    every results.json row."""
     fast, fast_calls = _train(tmp_path / "fast")
     slow, slow_calls = _train(tmp_path / "slow", "eval.sampler=null")
+    more, more_calls = _train(tmp_path / "more", "Ntest=16")
+    assert more_calls == 4 * fast_calls
+    for a, b in zip(fast.model.state_dict().values(), more.model.state_dict().values()):
+        assert torch.equal(a, b)
     # Two records (record_interval 1, 2 epochs) of Ntest = 4 samples with the EMA weights:
     # dpm_solver_2m on 10 levels, annealed Langevin on L = 5 levels with T = 2 and a final denoising.
     assert fast_calls == 2 * 4 * 10
