@@ -31,11 +31,10 @@ from model_code.errors import run_cli
 
 # Exit status after a stop signal (SIGUSR1 / SIGTERM) with a checkpoint written; a launcher may requeue on it.
 PREEMPTED_EXIT = 3
-# Keys that say how this start runs, not what is trained: they may change on resume.
 # How a run executes, not what it trains: may change between a stop and its resume.
 RUN_SETTINGS = ("train.threads", "train.max_minutes", "train.device", "train.epochs", "train.steps",
                 "train.tensorboard", "train.precision", "train.tf32", "train.compile", "train.compile_backend",
-                "train.pin_memory")
+                "train.pin_memory", "train.keep_freed_memory")
 
 
 def parse_args(argv=None):
@@ -72,10 +71,11 @@ def main(argv=None) -> int:
     savedir = Path(cli.savedir)
     check_run_folder(savedir, cfg)
 
-    from model_code import build, distributed, run_dir, threads
+    from model_code import allocator, build, distributed, run_dir, threads
 
-    # CPU threads from the allocation (train.threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, cores / ranks).
-    cli.threads = threads.apply(cfg.train.threads)
+    # CPU threads from the allocation (train.threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, cores / ranks),
+    # and glibc told to keep freed memory before the first tensor of a step is allocated.
+    cli.threads = {**threads.apply(cfg.train.threads), **allocator.keep_freed_memory(cfg.train.keep_freed_memory)}
     # torchrun / srun / mpiexec: join the process group (gloo on CPU, nccl on CUDA); alone: a no-op.
     device = distributed.rank_device(build.resolve_device(cfg.train.device))
     dist = distributed.initialise(device)

@@ -23,6 +23,11 @@ Peak memory: the increase of the resident set size (VmHWM - VmRSS after building
 /proc/self/clear_refs resets the peak) over the first training step, in a fresh subprocess per
 network and path; where /proc is missing, ru_maxrss is used instead.
 
+Allocator: --malloc keep (the default) has glibc keep freed memory, as train.py does
+(train.keep_freed_memory); --malloc default leaves glibc as it is, as the published code ran. The
+setting is process-wide, so both paths of one run share it; --allocator-rounds N times the project step
+under both settings in fresh processes, alternating, with the minor page faults per step.
+
     python scripts/bench_train.py                  # every network, 1 thread (about 10 minutes)
     python scripts/bench_train.py --threads 2 --repeat 5 --json out.json
     python scripts/bench_train.py --quick          # tiny sizes, 1 repetition (the test)
@@ -257,8 +262,9 @@ def _rss_kib(field_name: str):
     return None
 
 
-def memory_child(name: str, path: str, quick: bool, threads: int) -> dict:
+def memory_child(name: str, path: str, quick: bool, threads: int, malloc: str) -> dict:
     """Peak resident-set increase of the first training step of one network and path (MiB)."""
+    set_malloc(malloc)
     torch.set_num_threads(threads)
     step = Step(next(n for n in NETWORKS if n.name == name), quick)
     step.set_path(path)
@@ -275,14 +281,79 @@ def memory_child(name: str, path: str, quick: bool, threads: int) -> dict:
     return {"peak_mib": (peak - before) / 1024, "method": method}
 
 
-def measure_memory(name: str, path: str, quick: bool, threads: int) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", name, "--path", path,
-           "--threads", str(threads)] + (["--quick"] if quick else [])
+def _child(args: list, threads: int) -> dict:
+    """This script run as a fresh process with `args`: the JSON line it prints, or {'failed': why}."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *args, "--threads", str(threads)],
+                          capture_output=True, text=True, env=env, cwd=str(ROOT))
     if done.returncode != 0:
-        return {"peak_mib": None, "method": f"failed: {done.stderr.strip().splitlines()[-1:]}"}
+        return {"failed": " ".join(done.stderr.strip().splitlines()[-1:])}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_memory(name: str, path: str, quick: bool, threads: int, malloc: str) -> dict:
+    out = _child(["--memory-child", name, "--path", path, "--malloc", malloc] + (["--quick"] if quick else []),
+                 threads)
+    return {"peak_mib": None, "method": f"failed: {out['failed']}"} if "failed" in out else out
+
+
+# ------------------------------------------------------------------ allocator A/B (subprocesses)
+def allocator_child(name: str, quick: bool, threads: int, malloc: str, repeat: int) -> dict:
+    """Median project step of one network in this process under one allocator setting, and its minor page
+    faults per step (the kernel mapping pages in again)."""
+    set_malloc(malloc)
+    torch.set_num_threads(threads)
+    step = Step(next(n for n in NETWORKS if n.name == name), quick)
+    step.set_path("project")
+    step()
+    times, start_faults = [], resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(repeat):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start_faults
+    return {"step_s": statistics.median(times), "faults_per_step": faults / repeat}
+
+
+def allocator_ab(names: list, quick: bool, threads: int, repeat: int, rounds: int) -> list:
+    """The project step of every network with glibc keeping freed memory and with glibc's defaults, each in
+    fresh processes, the two settings alternating for `rounds` rounds (the setting is process-wide, so the
+    two cannot share a process); per setting the median over its rounds."""
+    results = {(n, m): [] for n in names for m in ("keep", "default")}
+    for _ in range(rounds):
+        for name in names:
+            for malloc in ("keep", "default"):
+                out = _child(["--allocator-child", name, "--malloc", malloc, "--repeat", str(repeat)]
+                             + (["--quick"] if quick else []), threads)
+                if "failed" in out:
+                    raise SystemExit(f"allocator A/B of {name} ({malloc}) failed: {out['failed']}")
+                results[(name, malloc)].append(out)
+    rows = []
+    for name in names:
+        row = {"network": name}
+        for malloc in ("keep", "default"):
+            runs = results[(name, malloc)]
+            row[malloc] = {k: statistics.median(r[k] for r in runs) for k in ("step_s", "faults_per_step")}
+        row["speedup"] = row["default"]["step_s"] / row["keep"]["step_s"]
+        rows.append(row)
+    return rows
+
+
+def allocator_table(rows: list) -> str:
+    lines = ["| network | step s, kept | step s, glibc default | speed-up | page faults / step, kept | "
+             "page faults / step, default |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['network']} | {_fmt(r['keep']['step_s'])} | {_fmt(r['default']['step_s'])} | "
+                     f"{r['speedup']:.2f}x | {r['keep']['faults_per_step']:.0f} | "
+                     f"{r['default']['faults_per_step']:.0f} |")
+    return "\n".join(lines)
+
+
+def set_malloc(choice: str) -> str:
+    """The allocator of this process's steps, as train.py sets it (keep) or glibc's own (default)."""
+    from model_code import allocator
+
+    return allocator.keep_freed_memory(choice == "keep")["malloc"]
 
 
 # ------------------------------------------------------------------ table
@@ -297,6 +368,7 @@ def table(rows: list, machine: dict) -> str:
         f"sgemm (torch.mm {machine['gemm_n']}^2): {machine['sgemm_1']:.1f} GFLOP/s on 1 thread, "
         f"{machine['sgemm_t']:.1f} on {machine['threads']}; rfft2 (2.5 N log2 N): "
         + ", ".join(f"{s} px {machine[f'fft_{s}']:.1f}" for s in (128, 136)) + " GFLOP/s on 1 thread",
+        f"malloc: {machine['malloc']}",
         "",
         "| network | config | input | batch | params | path | step s | GFLOP / step | GFLOP/s | % sgemm | "
         "peak MiB | speed-up |",
@@ -323,8 +395,15 @@ def parse(argv=None):
     ap.add_argument("--networks", nargs="*", default=None, help="a subset of: " +
                     ", ".join(n.name for n in NETWORKS))
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                    help="keep: glibc keeps freed memory, as train.py does by default (train.keep_freed_memory); "
+                         "default: glibc's own settings (as train.keep_freed_memory=false, or the published code)")
+    ap.add_argument("--allocator-rounds", type=int, default=0,
+                    help="also time the project step of every network with and without kept memory (--malloc "
+                         "keep / default), in fresh processes alternating for this many rounds (0: skip)")
     ap.add_argument("--json", default=None, help="write machine rates and rows to this file")
     ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--allocator-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--path", default="project", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -332,15 +411,19 @@ def parse(argv=None):
 def main(argv=None) -> dict:
     args = parse(argv)
     if args.memory_child:
-        print(json.dumps(memory_child(args.memory_child, args.path, args.quick, args.threads)))
+        print(json.dumps(memory_child(args.memory_child, args.path, args.quick, args.threads, args.malloc)))
         return {}
     repeat = args.repeat or (1 if args.quick else 3)
+    if args.allocator_child:
+        print(json.dumps(allocator_child(args.allocator_child, args.quick, args.threads, args.malloc, repeat)))
+        return {}
     names = args.networks or [n.name for n in NETWORKS]
     unknown = sorted(set(names) - {n.name for n in NETWORKS})
     if unknown:
         raise SystemExit(f"unknown networks: {', '.join(unknown)}")
+    malloc = set_malloc(args.malloc)
     gemm_n = 256 if args.quick else 2048
-    machine = {"threads": args.threads, "gemm_n": gemm_n, "torch": torch.__version__,
+    machine = {"malloc": malloc, "threads": args.threads, "gemm_n": gemm_n, "torch": torch.__version__,
                "sgemm_1": sgemm_rate(1, gemm_n, repeat),
                "sgemm_t": sgemm_rate(args.threads, gemm_n, repeat),
                **{f"fft_{s}": fft_rate(s, 1, 4 if args.quick else 64, repeat) for s in (128, 136)}}
@@ -358,11 +441,16 @@ def main(argv=None) -> dict:
                    "gflop_by_kind": {k: v / 1e9 for k, v in flops.items()},
                    "speedup": times["reference"] / seconds if path == "project" and "reference" in times else None}
             if not args.no_memory:
-                row.update(measure_memory(spec.name, path, args.quick, args.threads))
+                row.update(measure_memory(spec.name, path, args.quick, args.threads, args.malloc))
             rows.append(row)
         del step
     print(table(rows, machine))
     result = {"machine": machine, "rows": rows, "repeat": repeat, "quick": args.quick}
+    if args.allocator_rounds > 0:
+        result["allocator"] = allocator_ab(names, args.quick, args.threads, repeat, args.allocator_rounds)
+        print(f"\nThe project step with freed memory kept (train.py's default) and with glibc's defaults, "
+              f"{args.allocator_rounds} alternating rounds of fresh processes, median of {repeat} steps each:\n")
+        print(allocator_table(result["allocator"]))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return result

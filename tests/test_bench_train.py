@@ -61,9 +61,21 @@ def test_quick_run_rows_table_and_json(bench, tmp_path, capsys):
 
 
 def test_peak_memory_of_a_step(bench):
-    mem = bench.memory_child("unet_digits", "project", quick=True, threads=1)
+    mem = bench.memory_child("unet_digits", "project", quick=True, threads=1, malloc="default")
     assert mem["method"] in ("VmHWM", "ru_maxrss")
     assert math.isfinite(mem["peak_mib"]) and mem["peak_mib"] >= 0
+
+
+def test_allocator_rounds_time_both_settings_in_fresh_processes(bench, capsys):
+    result = bench.main(["--quick", "--no-memory", "--networks", "uno_quickstart", "--allocator-rounds", "1"])
+    (row,) = result["allocator"]
+    assert row["network"] == "uno_quickstart"
+    assert all(row[m]["step_s"] > 0 and row[m]["faults_per_step"] >= 0 for m in ("keep", "default"))
+    assert row["speedup"] == pytest.approx(row["default"]["step_s"] / row["keep"]["step_s"])
+    out = capsys.readouterr().out
+    assert "malloc: glibc" in out or "malloc: left" in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("| uno_quickstart |") and f"{row['speedup']:.2f}x" in last
 
 
 def test_unknown_network_is_refused(bench):

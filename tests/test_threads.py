@@ -36,8 +36,8 @@ TINY = ["--config", str(ROOT / "exps/json/ci.json"), "resolution=8", "grf_n_trai
         "n_modes=2", "embedding_dim=4", "n_plot=1", "--quiet"]
 
 
-def _provenance_threads(run, monkeypatch, env, *extra):
-    """train.py's main in this process (a start costs no interpreter), with `env` set."""
+def _provenance(run, monkeypatch, env, *extra) -> dict:
+    """train.py's main in this process (a start costs no interpreter), with `env` set: its provenance entry."""
     import train
 
     for key, value in env.items():
@@ -46,8 +46,22 @@ def _provenance_threads(run, monkeypatch, env, *extra):
         else:
             monkeypatch.setenv(key, value)
     assert train.main(["--savedir", str(run), *TINY, *extra]) == 0
-    entry = json.loads((run / "provenance.json").read_text())[-1]
+    return json.loads((run / "provenance.json").read_text())[-1]
+
+
+def _provenance_threads(run, monkeypatch, env, *extra):
+    entry = _provenance(run, monkeypatch, env, *extra)
     return entry["threads"], entry["threads_from"]
+
+
+def test_train_py_records_its_allocator_setting(tmp_path, monkeypatch):
+    from model_code import allocator
+
+    off = _provenance(tmp_path / "a", monkeypatch, {"OMP_NUM_THREADS": "1"}, "train.keep_freed_memory=false")
+    assert off["malloc"] == "glibc default (train.keep_freed_memory=false)"
+    # The key is a run setting: turning it on does not stop the run from resuming.
+    on = _provenance(tmp_path / "a", monkeypatch, {"OMP_NUM_THREADS": "1", "MALLOC_TOP_PAD_": None})
+    assert on["malloc"] == allocator.keep_freed_memory()["malloc"] != off["malloc"]
 
 
 def test_train_py_records_the_thread_count_and_its_source_in_provenance(tmp_path, monkeypatch):
