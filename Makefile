@@ -84,7 +84,7 @@ bench: venv ## benchmarks: noise samplers, sample quality, samplers (NFE vs qual
 	"$(PYTHON_ABS)" scripts/bench_samplers.py; \
 	"$(PYTHON_ABS)" scripts/bench_digits.py --fresh; \
 	"$(PYTHON_ABS)" scripts/bench_models.py --assets; \
-	"$(PYTHON_ABS)" scripts/bench_train.py; \
+	"$(PYTHON_ABS)" scripts/bench_train.py --allocator-rounds 2; \
 	"$(PYTHON_ABS)" scripts/bench_threads.py; \
 	"$(PYTHON_ABS)" scripts/bench_validation.py; \
 	"$(PYTHON_ABS)" scripts/bench_generate.py

@@ -5,7 +5,7 @@ mmap and unmaps it again on free. A CPU training step allocates and frees activa
 size many times per step (a (4, 128, 136, 136) float32 tensor is 38 MiB), so the kernel zeroes
 and maps every page of them again at every step: the rbf-project UNO at 120 px, batch 4, took
 about 10 M minor page faults and 30 % of its time in the kernel over a few steps, and its step
-ran 1.45x faster with the memory kept.
+ran 1.16-1.49x faster with the memory kept (docs/benchmarks.md).
 
 ``keep_freed_memory()`` sets, through glibc's ``mallopt``, what ``MALLOC_MMAP_MAX_=0`` and a large
 ``MALLOC_TRIM_THRESHOLD_`` set at start-up: every allocation comes from the heap (no per-tensor

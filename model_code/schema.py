@@ -350,7 +350,7 @@ class TrainConfig:
                           "(non_blocking); no effect on a CPU")
     keep_freed_memory: bool = _f(True, "glibc keeps the memory a step frees for the next one (no mmap per large "
                                  "tensor, no heap trimming), so a CPU step does not fault its activations back in "
-                                 "(the 120 px UNO step ran 1.45x faster; the resident size stays at its peak plus "
+                                 "(the 120 px UNO step ran 1.16-1.49x faster; the resident size stays at its peak plus "
                                  "fragmentation, +20 %); false: glibc's defaults. Left alone under another "
                                  "allocator (LD_PRELOAD) or the user's MALLOC_* / GLIBC_TUNABLES settings")
 

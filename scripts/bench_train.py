@@ -18,6 +18,9 @@ operands x4: a complex multiply-add is four real ones), FFTs with 2.5 N log2 N (
 (complex) per transform, and bicubic resampling as 16 multiply-adds per output value (forward) and
 per gradient value (backward). Element-wise work (activations, FiLM, additions, copies) is not
 counted. Both paths are divided by the same count, so their GFLOP/s compare like their times.
+% sgemm divides that rate by the sgemm rate measured after every round of the same network's steps
+(the median): a shared host's speed drifts over a run, and one sgemm timing at the start put the
+same step anywhere between 63 % and 82 %.
 
 Peak memory: the increase of the resident set size (VmHWM - VmRSS after building, Linux
 /proc/self/clear_refs resets the peak) over the first training step, in a fresh subprocess per
@@ -235,9 +238,11 @@ class Step:
         return counter.flops
 
 
-def time_steps(step: Step, repeat: int) -> dict:
-    """Median seconds per step of every path, the paths interleaved step by step after a warm-up."""
-    times = {p: [] for p in step.paths()}
+def time_steps(step: Step, repeat: int, gemm_rate=None) -> tuple:
+    """Median seconds per step of every path, the paths interleaved step by step after a warm-up; and the
+    median of gemm_rate() measured after every round (None without it), so that the step's share of the
+    sgemm rate is taken against the machine as it ran at the same minutes (a shared host drifts)."""
+    times, rates = {p: [] for p in step.paths()}, []
     for p in step.paths():
         step.set_path(p)
         step()
@@ -247,8 +252,10 @@ def time_steps(step: Step, repeat: int) -> dict:
             start = time.perf_counter()
             step()
             times[p].append(time.perf_counter() - start)
+        if gemm_rate is not None:
+            rates.append(gemm_rate())
     step.set_path("project")
-    return {p: statistics.median(t) for p, t in times.items()}
+    return {p: statistics.median(t) for p, t in times.items()}, (statistics.median(rates) if rates else None)
 
 
 # ------------------------------------------------------------------ memory (subprocess)
@@ -368,20 +375,22 @@ def table(rows: list, machine: dict) -> str:
         f"sgemm (torch.mm {machine['gemm_n']}^2): {machine['sgemm_1']:.1f} GFLOP/s on 1 thread, "
         f"{machine['sgemm_t']:.1f} on {machine['threads']}; rfft2 (2.5 N log2 N): "
         + ", ".join(f"{s} px {machine[f'fft_{s}']:.1f}" for s in (128, 136)) + " GFLOP/s on 1 thread",
+        "% sgemm: against the sgemm rate on the steps' threads measured after every round of the same network's "
+        "steps (the median; column sgemm)",
         f"malloc: {machine['malloc']}",
         "",
-        "| network | config | input | batch | params | path | step s | GFLOP / step | GFLOP/s | % sgemm | "
-        "peak MiB | speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| network | config | input | batch | params | path | step s | GFLOP / step | GFLOP/s | sgemm | % sgemm "
+        "| peak MiB | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    sgemm = machine["sgemm_1"] if machine["threads"] == 1 else machine["sgemm_t"]
     for r in rows:
         rate = r["gflop"] / r["step_s"]
+        sgemm = r.get("sgemm_alongside") or (machine["sgemm_1"] if machine["threads"] == 1 else machine["sgemm_t"])
         speedup = "" if r.get("speedup") is None else f"{r['speedup']:.2f}x"
         lines.append(
             f"| {r['network']} | {r['config']} | {'x'.join(map(str, r['shape']))} | {r['batch']} | "
             f"{r['params'] / 1e6:.2f} M | {r['path']} | {_fmt(r['step_s'])} | {_fmt(r['gflop'])} | {rate:.1f} | "
-            f"{100 * rate / sgemm:.0f} | {_fmt(r.get('peak_mib'))} | "
+            f"{sgemm:.1f} | {100 * rate / sgemm:.0f} | {_fmt(r.get('peak_mib'))} | "
             f"{speedup} |")
     return "\n".join(lines)
 
@@ -433,11 +442,11 @@ def main(argv=None) -> dict:
         step = Step(spec, args.quick)
         flops = step.count_flops()
         gflop = sum(flops.values()) / 1e9
-        times = time_steps(step, repeat)
+        times, sgemm_alongside = time_steps(step, repeat, lambda: sgemm_rate(args.threads, gemm_n, 1))
         for path, seconds in times.items():
             row = {"network": spec.name, "config": spec.config + "".join(f" {o}" for o in spec.overrides),
                    "note": spec.note, "shape": list(step.shape), "batch": step.batch_size, "params": step.params,
-                   "path": path, "step_s": seconds, "gflop": gflop,
+                   "path": path, "step_s": seconds, "gflop": gflop, "sgemm_alongside": sgemm_alongside,
                    "gflop_by_kind": {k: v / 1e9 for k, v in flops.items()},
                    "speedup": times["reference"] / seconds if path == "project" and "reference" in times else None}
             if not args.no_memory:

@@ -211,6 +211,7 @@ def test_a_tiny_grf_run_lowers_the_wasserstein_distance_to_the_data():
         "data.resolution=16", "data.grf_n_train=256", "data.grf_n_valid=256", "net.width=8",
         "net.channel_multipliers=[1,2]", "net.n_modes=6", "net.embedding_dim=8", "train.tensorboard=false",
         "train.epochs=null", "train.steps=300", "train.record_interval=100", "train.log_interval=100",
+        "train.checkpoint_interval=100",       # (the default, every unit, would write model.pt at every step)
         "eval.n_samples=256", "train.max_minutes=null", "optim.ema_rate=null", "process.adversarial.n_critic=2",
         "train.device=cpu", "train.threads=1"])
     threads = torch.get_num_threads()

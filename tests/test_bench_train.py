@@ -57,6 +57,11 @@ def test_quick_run_rows_table_and_json(bench, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     table = [line for line in lines if line.startswith("|")]
     assert len(table) == 2 + 4 and len({line.count("|") for line in table}) == 1
+    # % sgemm is taken against the sgemm rate measured beside each network's steps
+    for line, r in zip(table[2:], result["rows"]):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rate, sgemm = r["gflop"] / r["step_s"], r["sgemm_alongside"]
+        assert sgemm > 0 and cells[9] == f"{sgemm:.1f}" and cells[10] == f"{100 * rate / sgemm:.0f}"
     assert "sgemm" in lines[0] and table[4].rstrip(" |").endswith("x") and table[3].endswith("|  |")
 
 
