@@ -11,7 +11,8 @@
 #   make clean    remove the demo's run folders (never the data)
 #
 # Variables (command line or environment): DATA_DIR (default data), SAVEDIR
-# (default results), PYTEST_ARGS (extra pytest arguments, e.g. -m "not slow").
+# (default results), PYTEST_ARGS (extra pytest arguments, e.g. -m "not slow"), TEST_WORKERS
+# (pytest-xdist workers of the main suite: auto, one per core and at most 4; 0 runs it in one process).
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -21,6 +22,7 @@ SAVEDIR ?= results
 PYTHON := .venv/bin/python
 PYTHON_VISION := .venv-vision/bin/python
 PYTEST_ARGS ?=
+TEST_WORKERS ?= auto
 
 # Absolute forms: the launchers change directory before starting Python.
 DATA_ABS = $(abspath $(DATA_DIR))
@@ -42,8 +44,9 @@ venv-vision: venv ## create/update .venv-vision (torch + torchvision pair, clean
 # Two runs, both must pass.  tests/vision need a torchvision, which no PyPI release provides beside
 # .venv's CPU torch: they run in .venv-vision, and REQUIRE_VISION_TESTS=1 makes their absence an error
 # there instead of a silent skip.
-test: venv venv-vision ## run the test suite: .venv, then tests/vision in .venv-vision
-	$(PYTHON) -m pytest -q -p no:cacheprovider -rfE --ignore=tests/vision $(PYTEST_ARGS)
+test: venv venv-vision ## run the test suite: .venv (one worker per core, at most 4), then tests/vision in .venv-vision
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PYTHON) -m pytest -q -p no:cacheprovider -rfE -n $(TEST_WORKERS) \
+	    --maxprocesses 4 --dist loadfile --ignore=tests/vision $(PYTEST_ARGS)
 	REQUIRE_VISION_TESTS=1 $(PYTHON_VISION) -m pytest -q -p no:cacheprovider -rfE tests/vision $(PYTEST_ARGS)
 
 # One shell for the whole recipe, so the run id chosen here is known to the
