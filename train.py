@@ -75,7 +75,7 @@ def main(argv=None) -> int:
 
     # CPU threads from the allocation (train.threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, cores / ranks),
     # and glibc told to keep freed memory before the first tensor of a step is allocated.
-    cli.threads = {**threads.apply(cfg.train.threads), **allocator.keep_freed_memory(cfg.train.keep_freed_memory)}
+    cli.start_settings = {**threads.apply(cfg.train.threads), **allocator.keep_freed_memory(cfg.train.keep_freed_memory)}
     # torchrun / srun / mpiexec: join the process group (gloo on CPU, nccl on CUDA); alone: a no-op.
     device = distributed.rank_device(build.resolve_device(cfg.train.device))
     dist = distributed.initialise(device)
@@ -99,7 +99,7 @@ def _train(cli, cfg, savedir, argv, dist, device) -> int:
                                   log_lines=enabled_for(cli.quiet, dist.is_main))
     if dist.is_main:
         trainer.meta["code"] = provenance.record(savedir, Path(__file__).parent, [sys.argv[0], *argv],
-                                                extra=cli.threads)["code"]
+                                                extra=cli.start_settings)["code"]
     latest = savedir / "model.pt"
     if latest.exists():
         trainer.load_state(checkpoint.load(latest, map_location=device))
