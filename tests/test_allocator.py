@@ -12,7 +12,8 @@ from model_code import allocator
 ROOT = Path(__file__).resolve().parents[1]
 
 # Allocates and frees two 64 MiB tensors per round, as a training step allocates and frees its
-# activations, and prints the minor page faults of the last 8 of 16 rounds (the first rounds grow the heap).
+# activations, and prints the minor page faults of each of the last 8 of 16 rounds (the first rounds grow
+# the heap) and the pages the 8 rounds write, in this machine's page size.
 ROUNDS = """
 import json, resource, sys, torch
 from model_code import allocator
@@ -26,7 +27,8 @@ for _ in range(16):
     y = x * 2
     del x, y
     per_round.append(faults() - start)
-print(json.dumps({"done": done["malloc"], "last": sum(per_round[-8:]), "pages": 8 * 2 * 64 * 2**20 // 4096}))
+print(json.dumps({"done": done["malloc"], "rounds": per_round[-8:],
+                  "pages": 8 * 2 * 64 * 2**20 // resource.getpagesize()}))
 """
 
 needs_glibc = pytest.mark.skipif(allocator._glibc() is None, reason="the C library is not glibc")
@@ -43,9 +45,9 @@ def _rounds(choice: str, **env) -> dict:
 def test_kept_memory_is_reused_without_faulting_pages_back_in():
     kept = _rounds("keep")
     assert kept["done"].startswith("glibc ") and "kept" in kept["done"]
-    # Each round writes 32768 pages; with the memory kept they are already mapped. Usually no round faults;
-    # seen once: one 64 MiB tensor of the last six rounds still landed on new heap (8 % of their pages).
-    assert kept["last"] < 0.25 * kept["pages"], kept
+    # With the memory kept the pages are already mapped. Usually no round faults; seen once: one 64 MiB
+    # tensor of the last six rounds still landed on new heap (8 % of their pages).
+    assert sum(kept["rounds"]) < 0.25 * kept["pages"], kept
 
 
 @needs_glibc
@@ -55,10 +57,12 @@ def test_kept_memory_is_reused_without_faulting_pages_back_in():
 ])
 def test_otherwise_every_round_faults_its_tensors_in_again(choice, env, said):
     """Without the setting (turned off, or the user's own malloc settings respected) glibc maps and
-    unmaps every 64 MiB tensor, so each round faults all its pages: the behaviour the setting removes."""
+    unmaps every 64 MiB tensor, so each round faults its pages in again: the behaviour the setting removes."""
     left = _rounds(choice, **env)
     assert left["done"] == said
-    assert left["last"] > 0.9 * left["pages"], left
+    # Every round faults; at least 2 x 32 times even where transparent huge pages map 2 MiB per fault
+    # (with 4 KiB pages and no huge pages, this machine: every page, 32768 per round).
+    assert min(left["rounds"]) >= 2 * 64 // 2, left
 
 
 @pytest.mark.parametrize("env, reason", [
