@@ -181,6 +181,13 @@ def main(argv=None) -> int:
     _check_fid_flags(cli)
     if cli.mode == "superres" and cli.factor < 1:
         raise UserError(f"--factor must be >= 1; got {cli.factor}")
+    if cli.mode == "superres":
+        import os
+
+        from model_code import memory
+
+        # Before the data set is rebuilt on the finer grid: a huge factor would try to allocate it.
+        memory.check_superres(cli.exp_name, cli.factor, cli.Ntest, cli.device, os.environ.get("DATA_DIR"))
     if cli.mode == "fid" and not cli.fid_weights:
         raise UserError("--mode fid needs --fid_weights FILE: a local Inception feature extractor (TorchScript, "
                         "e.g. clean-fid's inception-2015-12-05.pt); Inception weights cannot be downloaded here")

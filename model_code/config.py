@@ -164,6 +164,7 @@ def validate(cfg: Config) -> None:
                         ("sampler.rho", s.rho), ("sampler.delta", s.delta), ("process.levels.sigma", p.levels.sigma)):
         _need(value > 0, f"{name} must be > 0; got {value}")
     _need(0 < d.val_size < 1, f"data.val_size must be in (0, 1); got {d.val_size}")
+    _validate_ranges(cfg)
     for name in ("hflip", "vflip", "rot90"):
         _need(0 <= getattr(d, name) <= 1, f"data.{name} is a probability in [0, 1]; got {getattr(d, name)}")
     _need(o.ema_rate is None or 0 <= o.ema_rate < 1, f"optim.ema_rate must be in [0, 1) or null; got {o.ema_rate}")
@@ -189,6 +190,57 @@ def validate(cfg: Config) -> None:
         _validate_adversarial(cfg)
     if toy:
         _validate_toy(cfg)
+
+
+# The smallest grid (px per side) a run may ask for: the digits' own 8 x 8, where every backbone at its default
+# depth still has a grid at its coarsest level (the UNO's 4 levels halve 8 px to 1 px; below, neuralop's
+# resampling fails with a traceback).
+MIN_RESOLUTION = 8
+
+
+def _validate_ranges(cfg: Config) -> None:
+    """Fields whose range no combination decides; each message names the key and the value."""
+    d, p, n, o, s, t, e = cfg.data, cfg.process, cfg.net, cfg.optim, cfg.sampler, cfg.train, cfg.eval
+    _need(d.resolution is None or d.resolution >= MIN_RESOLUTION,
+          f"data.resolution must be >= {MIN_RESOLUTION} (px per side) or null (the data's own size); "
+          f"got {d.resolution}")
+    _need(d.max_examples is None or d.max_examples >= 1,
+          f"data.max_examples must be >= 1 or null (all examples); got {d.max_examples}")
+    _need(d.channels in (None, 1, 3), f"data.channels must be 1 (grey), 3 (RGB) or null (the data's own); "
+                                      f"got {d.channels}")
+    # 0 used to mean "automatic" by accident (a falsy count); null is the one spelling of that.
+    _need(t.threads is None or t.threads >= 1,
+          f"train.threads must be >= 1 or null (null = automatic: OMP_NUM_THREADS, else SLURM_CPUS_PER_TASK, "
+          f"else the available cores / processes); got {t.threads}")
+    _need(t.max_minutes is None or t.max_minutes > 0,
+          f"train.max_minutes must be > 0 or null (no limit); got {t.max_minutes}")
+    # numpy's generators (the volcano split, the data order) take no negative seed.
+    for name, value in (("seed", cfg.seed), ("data.split_seed", d.split_seed), ("eval.seed", e.seed),
+                        ("process.levels.map_seed", p.levels.map_seed)):
+        _need(value >= 0, f"{name} must be >= 0; got {value}")
+    for name, value in (("net.unet.model_channels", n.unet.model_channels), ("net.unet.num_res_blocks",
+                        n.unet.num_res_blocks), ("net.unet.num_heads", n.unet.num_heads),
+                        ("net.mlp.n_frequencies", n.mlp.n_frequencies), ("net.mlp.hidden", n.mlp.hidden),
+                        ("net.mlp.depth", n.mlp.depth), ("net.mlp.noise_dim", n.mlp.noise_dim),
+                        ("process.levels.prior_fit_max", p.levels.prior_fit_max)):
+        _need(value >= 1, f"{name} must be >= 1; got {value}")
+    for name, value in (("optim.ema_update_after", o.ema_update_after), ("sampler.S_churn", s.S_churn),
+                        ("process.wrapped_ve.n_images", p.wrapped_ve.n_images)):
+        _need(value >= 0, f"{name} must be >= 0; got {value}")
+    _need(p.wrapped_ve.prior_tolerance > 0,
+          f"process.wrapped_ve.prior_tolerance must be > 0; got {p.wrapped_ve.prior_tolerance}")
+    _need(n.domain_padding is None or n.domain_padding >= 0,
+          f"net.domain_padding must be >= 0 or null (none); got {n.domain_padding}")
+    # The GRF data's pointwise variance sum_k (4 pi^2 |k|^2 + tau^2)^-alpha is finite in 2-D only for alpha > 1.
+    _need(d.grf_alpha > 1, f"data.grf_alpha must be > 1; got {d.grf_alpha}")
+    _need(d.grf_tau > 0, f"data.grf_tau must be > 0; got {d.grf_tau}")
+    u = n.unet
+    _need(bool(u.channel_mult) and min(u.channel_mult) >= 1,
+          f"net.unet.channel_mult must be a non-empty list of positive integers; got {u.channel_mult}")
+    _need(all(0 <= a < len(u.channel_mult) for a in u.attention_levels),
+          f"net.unet.attention_levels must lie in 0..{len(u.channel_mult) - 1} (levels of net.unet.channel_mult); "
+          f"got {u.attention_levels}")
+    _need(0 <= u.dropout < 1, f"net.unet.dropout must be in [0, 1); got {u.dropout}")
 
 
 def _validate_accelerator(cfg: Config) -> None:
@@ -263,9 +315,9 @@ def to_dict(cfg: Config) -> dict:
 
 def save(cfg: Config, path) -> None:
     """Write the resolved config (every field, defaults included) as config.json."""
-    from .files import atomic_write_text
+    from .files import atomic_write_text, json_text
 
-    atomic_write_text(path, json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json_text(to_dict(cfg), indent=2, sort_keys=True) + "\n")
 
 
 def differences(old: dict, new: dict, ignore=()) -> list:

@@ -57,16 +57,18 @@ class DataConfig:
                       choices=DATASETS)
     root: Optional[str] = _f(None, "images: torchvision download folder, or the image folder (dataset=folder); "
                              "null: $DATA_DIR (else data/)")
-    resolution: Optional[int] = _f(None, "pixels per side: fields are resized to it before cropping (null: the "
-                                   "files' 128 px for volcano, 32 px for grf); images are resized to it (null: the "
-                                   "dataset's own size)")
+    resolution: Optional[int] = _f(None, "pixels per side, >= 8: fields are resized to it before cropping (null: "
+                                   "the files' 128 px for volcano, 32 px for grf); images are resized to it (null: "
+                                   "the dataset's own size). train.py refuses a run whose data set and one batch "
+                                   "cannot fit in the memory this machine has")
     channels: Optional[int] = _f(None, "images: 1 (grey) or 3 (RGB); null: the dataset's own")
     npad: int = _f(8, "fields: pixels cropped in total from each spatial axis, half from each side "
                    "(published: 128 px - 8 = 120 px)")
     val_size: float = _f(0.1, "fraction held out for validation (volcano, grf, digits, folder; mnist and cifar10 "
                          "use their test sets); the real statistics of the metrics come from this split")
     split_seed: int = _f(0, "seed of the train / validation split")
-    max_examples: Optional[int] = _f(None, "use only the first N training examples (null = all); for quick runs")
+    max_examples: Optional[int] = _f(None, "use only the first N >= 1 training examples (null = all); for quick "
+                                     "runs (volcano: the first N files, split into train and validation)")
     download: bool = _f(True, "mnist / cifar10: let torchvision download the data when absent")
     grf_n_train: int = _f(1024, "grf: number of training fields")
     grf_n_valid: int = _f(512, "grf: number of validation fields")
@@ -328,11 +330,12 @@ class TrainConfig:
                      "is within the metric's sampling noise of the best so far (half the width of its real-vs-real "
                      "floor's 90% interval; metrics without one: the best), so a flat noisy curve keeps the most "
                      "trained model; best, the lowest value", choices=("within_noise", "best"))
-    max_minutes: Optional[float] = _f(None, "stop after this many minutes of training (with a checkpoint and a "
-                                      "final evaluation); null = no limit")
+    max_minutes: Optional[float] = _f(None, "stop after this many minutes (> 0) of training (with a checkpoint and "
+                                      "a final evaluation); null = no limit")
     device: str = _f("auto", "auto (cuda when available, else cpu), cpu, cuda or cuda:N")
-    threads: Optional[int] = _f(None, "CPU threads for torch; null: OMP_NUM_THREADS if set, else "
-                                "SLURM_CPUS_PER_TASK, else the available cores / processes on the node")
+    threads: Optional[int] = _f(None, "CPU threads for torch, >= 1; null (automatic): OMP_NUM_THREADS if set, else "
+                                "SLURM_CPUS_PER_TASK, else the available cores / processes on the node (0 is "
+                                "refused: write null)")
     tensorboard: bool = _f(True, "write TensorBoard events into <savedir>/tb")
     precision: str = _f("fp32", "fp32, or bf16: the backbone network runs under bf16 autocast (CUDA or CPU) in "
                         "training and generation, its FFTs and spectral weight contractions in float32 / "

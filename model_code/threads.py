@@ -4,7 +4,8 @@ torch's default is one thread per core of the machine. On a shared node that
 oversubscribes the cores other jobs hold: a 3-epoch CPU run took 10 minutes with the
 default beside another job and 15 s with one thread. Order of precedence:
 
-1. the run's `threads` config key (> 0);
+1. the run's `threads` config key (>= 1; null = the rest of this list, and config.validate
+   refuses 0, which once meant "automatic" only by being falsy);
 2. OMP_NUM_THREADS, when the user set it;
 3. SLURM_CPUS_PER_TASK (the job's allocation per task);
 4. the cores this process may run on (its affinity mask) divided by the processes
@@ -43,7 +44,7 @@ def available_cores() -> int:
 def choose(requested: int | None = None, env=None, cores: int | None = None) -> tuple[int, str]:
     """(thread count, where it came from)."""
     env = os.environ if env is None else env
-    if requested:
+    if requested is not None:
         return int(requested), "config key train.threads"
     for key in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
         value = env.get(key, "").strip()
@@ -65,7 +66,7 @@ def apply(requested: int | None = None) -> dict:
 
     n, source = choose(requested)
     current = torch.get_num_threads()
-    if not requested and n > current:
+    if requested is None and n > current:
         n, source = current, f"{source} asked {n}; kept torch's {current} (only lowered)"
     torch.set_num_threads(n)
     return {"threads": n, "threads_from": source}
