@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from .files import atomic_write  # noqa: E402
+
 PHASE_CMAP = "twilight"
 REAL_CMAP = "viridis"
 
@@ -22,11 +24,13 @@ def save(fig, path, exts=("png", "pdf")) -> list:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     written = []
-    for ext in exts:
-        out = path.with_name(f"{path.name}.{ext}")
-        fig.savefig(out, dpi=110, bbox_inches="tight")
-        written.append(out)
-    plt.close(fig)
+    try:
+        for ext in exts:
+            out = path.with_name(f"{path.name}.{ext}")
+            atomic_write(out, lambda fh: fig.savefig(fh, format=ext, dpi=110, bbox_inches="tight"))
+            written.append(out)
+    finally:
+        plt.close(fig)
     return written
 
 

@@ -34,9 +34,12 @@ def grid_array(images: torch.Tensor, nrow: int | None = None, pad: int = 1, min_
 def save_grid(images: torch.Tensor, path, nrow: int | None = None) -> Path:
     from PIL import Image
 
+    from .files import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid_array(images, nrow)).save(path)
+    picture = Image.fromarray(grid_array(images, nrow))
+    atomic_write(path, lambda fh: picture.save(fh, format="PNG"))
     return path
 
 
@@ -68,11 +71,17 @@ def save_benchmark_figure(grids: Sequence[torch.Tensor], titles: Sequence[str], 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    import io
+
     from PIL import Image
 
-    with Image.open(path) as im:              # grey content: an 8-bit grey PNG is ~5x smaller
+    from .files import atomic_write
+
+    drawn = io.BytesIO()
+    fig.savefig(drawn, format="png", dpi=90)
+    plt.close(fig)
+    drawn.seek(0)
+    with Image.open(drawn) as im:              # grey content: an 8-bit grey PNG is ~5x smaller
         grey = im.convert("L")
-    grey.save(path, optimize=True)
+    atomic_write(path, lambda fh: grey.save(fh, format="PNG", optimize=True))
     return path

@@ -66,6 +66,7 @@ def score_field_video(grid, fields: dict, sigmas, ts, modes, path, fps: int = 5,
     (docs/benchmarks.md shows the GIFs inline, which markdown cannot do with an mp4). Returns the files."""
     from PIL import Image
 
+    from .files import atomic_write
     from .video import write_mp4
 
     frames = score_field_frames(grid, fields, sigmas, ts, modes, dpi)
@@ -74,7 +75,8 @@ def score_field_video(grid, fields: dict, sigmas, ts, modes, path, fps: int = 5,
     if gif:
         pics = [Image.fromarray(f) for f in frames]
         out = path.with_name(path.name + ".gif")
-        pics[0].save(out, save_all=True, append_images=pics[1:], duration=int(1000 / fps), loop=0)
+        atomic_write(out, lambda fh: pics[0].save(fh, format="GIF", save_all=True, append_images=pics[1:],
+                                                  duration=int(1000 / fps), loop=0))
         written.append(out)
     return written
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .files import atomic_write_text
+from .files import atomic_write, atomic_write_text, json_text
 
 LIBRARIES = ("torch", "numpy", "scipy", "neuraloperator", "omegaconf", "matplotlib")
 
@@ -58,6 +58,25 @@ def versions() -> dict:
     return found
 
 
+def read_history(path: Path) -> list:
+    """The starts recorded so far. A torn or damaged file never stops a resume: it is kept beside as
+    provenance.json.damaged, one warning says so, and the history goes on from this start."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    try:
+        history = json.loads(raw.decode("utf-8"))
+        if isinstance(history, list) and all(isinstance(e, dict) for e in history):
+            return history
+    except ValueError:
+        pass
+    kept = path.with_name(path.name + ".damaged")
+    atomic_write(kept, lambda fh: fh.write(raw))
+    print(f"warning: {path} was damaged (not a JSON list of starts); kept as {kept.name}, the history starts "
+          f"again with this start", file=sys.stderr)
+    return []
+
+
 def record(run_dir, root, argv=None, extra: dict | None = None) -> dict:
     """Append this start to run_dir/provenance.json and write the uncommitted diff.
 
@@ -69,9 +88,10 @@ def record(run_dir, root, argv=None, extra: dict | None = None) -> dict:
              "cwd": str(Path.cwd()), "host": socket.gethostname(), "python": platform.python_version(),
              "libraries": versions(), "git_commit": state["commit"], "code": fingerprint(root), **(extra or {})}
     path = run_dir / "provenance.json"
-    history = json.loads(path.read_text()) if path.exists() else []
+    history = read_history(path)
     history.append(entry)
-    atomic_write_text(path, json.dumps(history, indent=2) + "\n")
-    if state["diff"]:
-        atomic_write_text(run_dir / "git_diff.patch", state["diff"])
+    atomic_write_text(path, json_text(history, indent=2) + "\n")
+    patch = run_dir / "git_diff.patch"
+    if state["diff"] and not (patch.is_file() and patch.read_bytes() == state["diff"].encode()):
+        atomic_write_text(patch, state["diff"])
     return entry

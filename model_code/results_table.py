@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .errors import UserError
-from .files import atomic_write_text
+from .files import append_line, atomic_write_text, json_text
 
 
 def table_folder(results_root, dataset_name: str, experiment_name: str) -> Path:
@@ -50,10 +50,10 @@ def add_result(folder: Path, mode: str, key: str, result: dict, overwrite: bool 
                 refuse_existing_key(folder, mode, key, overwrite)
                 table = json.loads(path.read_text()) if path.exists() else {}
                 table[key] = result
-                atomic_write_text(path, json.dumps(table, indent=2) + "\n")
+                atomic_write_text(path, json_text(table, indent=2) + "\n", durable=True)
                 summary = {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
-                with open(folder / f"{mode}.log", "a") as fh:
-                    fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {key}: {json.dumps(summary)}\n")
+                append_line(folder / f"{mode}.log", f"{time.strftime('%Y-%m-%d %H:%M:%S')} {key}: {json_text(summary)}",
+                            sync=True)
             return path
         except run_dir.RunFolderBusy:
             if time.time() > deadline:

@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
+from .files import DiskFull, disk_full_message, is_disk_full, process_alive, process_start, reporting_disk_full
 
 LOCK_NAME = "writer.lock"
 # What exps/main.sh writes into a new run folder before train.py starts (the code copy).
@@ -49,31 +50,6 @@ PREDECESSOR_WAIT_SECONDS = 180.0
 
 class RunFolderBusy(UserError):
     """Another live process writes into this folder."""
-
-
-def _process_start(pid: int) -> str | None:
-    """Start time of a process in clock ticks since boot (tells a reused pid apart); None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] in ("Z", "X"):         # a zombie: killed, not yet reaped
-        return None
-    return fields[19]
-
-
-def _alive(pid: int, start: str | None) -> bool:
-    if not Path("/proc").is_dir():      # no procfs (macOS): existence alone
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    now = _process_start(pid)
-    return now is not None and (start is None or now == start)
 
 
 def _job() -> tuple[str | None, int]:
@@ -111,7 +87,7 @@ class WriterLock:
         job_id, restart = _job()
         now = time.time()
         return {"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
-                "pid_start": _process_start(os.getpid()), "job_id": job_id, "restart": restart,
+                "pid_start": process_start(os.getpid()), "job_id": job_id, "restart": restart,
                 "since": now, "heartbeat": now, "token": self.token, "command": " ".join(sys.argv)}
 
     def _read(self) -> dict | None:
@@ -129,16 +105,23 @@ class WriterLock:
     def _create(self) -> bool:
         """Create the lock file atomically; False if it exists."""
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             return False
         except OSError as err:
+            if is_disk_full(err):
+                raise DiskFull(disk_full_message(self.path, "nothing was written")) from None
             raise UserError(f"run folder {self.folder} is not writable: {err.strerror or err}") from None
         self.record = self._record()
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(self.record))
-            fh.flush()
-            os.fsync(fh.fileno())
+        with reporting_disk_full(self.path, "nothing was written"):
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(json.dumps(self.record))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except BaseException:
+                self.path.unlink(missing_ok=True)
+                raise
         return True
 
     # ------------------------------------------------------------------ deciding about a holder
@@ -150,7 +133,7 @@ class WriterLock:
         predecessor = job_id is not None and holder.get("job_id") == job_id and int(holder.get("restart", 0)) < restart
         if holder.get("host") == socket.gethostname():
             pid = int(holder.get("pid", -1))
-            alive = pid > 0 and _alive(pid, holder.get("pid_start"))
+            alive = pid > 0 and process_alive(pid, holder.get("pid_start"))
         else:
             alive = time.time() - float(holder.get("heartbeat", 0)) < self.stale_after
         if not alive:
@@ -192,7 +175,7 @@ class WriterLock:
         """Replace a dead holder's lock; only one of several contenders succeeds."""
         guard = self.folder / f"{LOCK_NAME}.takeover"
         try:
-            fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             # A contender is taking over; a guard left by a crash mid-take-over expires.
             try:
@@ -220,7 +203,7 @@ class WriterLock:
                       f"running but no longer holds the folder", file=sys.stderr)
                 return
             holder["heartbeat"] = time.time()
-            tmp = self.folder / f".{LOCK_NAME}.{self.token}"   # not *.tmp: runs sweep those at start
+            tmp = self.folder / f".{LOCK_NAME}.{self.token}"   # its own name: only this writer replaces it
             try:
                 tmp.write_text(json.dumps(holder))
                 os.replace(tmp, self.path)
@@ -256,6 +239,8 @@ def _make_folder(folder: Path) -> list[Path]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
+        if is_disk_full(err):
+            raise DiskFull(disk_full_message(folder, "nothing was written")) from None
         raise UserError(f"run folder {folder} is not writable: {err.strerror or err}") from None
     return created
 
@@ -341,28 +326,35 @@ def claim_on_main(dist, folder, owner: str, **lock_options):
 
 
 
-def refuse_other_config(folder, config: dict, ignore=()) -> None:
-    """Refuse a run folder that holds model.pt of a different experiment (config.json differs in more
-    than the keys of `ignore`, which say how a start runs, not what is trained); nothing is touched."""
+def refuse_other_config(folder, config: dict, ignore=(), warn: bool = True) -> None:
+    """Refuse a run folder that holds model.pt of a different experiment (its config differs in more than
+    the keys of `ignore`, which say how a start runs, not what is trained); nothing is touched.
+
+    The folder's config is config.json; when that is missing or damaged, the config inside model.pt (a
+    damaged config.json never blocks a resume: train.py rewrites it, and `warn` says so in one line)."""
     import json
 
     from .config import differences
 
     folder = Path(folder)
-    saved = folder / "config.json"
-    if not ((folder / "model.pt").exists() and saved.exists()):
+    saved, latest = folder / "config.json", folder / "model.pt"
+    if not latest.exists():
         return
     try:
-        old = json.loads(saved.read_text())
-    except ValueError:
-        raise UserError(f"{saved} is not valid JSON; choose another run folder") from None
+        old = json.loads(saved.read_bytes().decode("utf-8"))
+        if not isinstance(old, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError) as err:
+        from . import checkpoint
+
+        state = checkpoint.load(latest)
+        checkpoint.require(state, ("config",), latest, "a resume")
+        old = state["config"]
+        if warn:
+            why = "missing" if isinstance(err, FileNotFoundError) else "damaged"
+            print(f"warning: {saved} is {why}; the run's config is taken from {latest.name} and config.json is "
+                  f"written again", file=sys.stderr)
     diff = differences(old, config, ignore)
     if diff:
         raise UserError(f"{folder} already holds a run with a different config (differs in: "
                         f"{', '.join(diff[:8])}{', ...' if len(diff) > 8 else ''}); choose another run folder")
-
-
-def remove_stale_temporaries(folder) -> None:
-    """Temporary files of writes that a crash (kill -9) interrupted; the real files next to them are whole."""
-    for stale in Path(folder).glob("**/.*.tmp"):
-        stale.unlink(missing_ok=True)

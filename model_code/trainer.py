@@ -18,7 +18,6 @@ model.pt written; the same command resumes mid-epoch exactly.
 """
 from __future__ import annotations
 
-import json
 import math
 import signal
 import sys
@@ -32,10 +31,9 @@ from typing import Callable, Optional
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import checkpoint, files
 from .distributed import Context
 from .errors import UserError
-from .files import trim_jsonl
 from .processes.base import sample_in_batches
 from .progress import LogLines
 
@@ -127,6 +125,7 @@ class Trainer:
         self.stop_requested = False
         self.stop_everywhere = False
         self.writer = None
+        self._log_unsynced = False            # results.json has lines not yet fsynced
 
     # ------------------------------------------------------------------ state
     def state(self, with_optimizer: bool = True) -> dict:
@@ -143,10 +142,16 @@ class Trainer:
         return state
 
     def load_state(self, state: dict) -> None:
+        """Resume from `state` (checkpoint.RESUME_KEYS). Without an optimiser state (a best-metric checkpoint
+        copied over model.pt) the optimiser starts afresh; everything else continues exactly."""
         self.model.load_state_dict(state["model"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        elif self.dist.is_main:
+            print(f"warning: the checkpoint of step {int(state['step'])} holds no optimiser state; the optimiser "
+                  f"starts afresh from there", file=sys.stderr)
         self.process.load_state_dict(state["process_state"])
         self.step = int(state["step"])
         self.best = dict(state["best"])
@@ -156,6 +161,21 @@ class Trainer:
         self.running = dict(state["running"])
         self.seconds = float(state["seconds"])
         self.eval_seconds = float(state.get("eval_seconds", 0.0))    # absent from older checkpoints
+
+    def set_aside_damaged_best(self) -> None:
+        """On resume: a model.<metric>.pt that fails its checksum is renamed to .damaged with one warning, and
+        its metric's best is forgotten, so that the next record writes a good one in its place."""
+        for name in list(self.best):
+            path = self.savedir / f"model.{name}.pt"
+            if not path.exists():
+                continue
+            try:
+                checkpoint.load(path, report_neighbours=False)
+            except UserError as err:
+                path.replace(path.with_name(path.name + ".damaged"))
+                del self.best[name]
+                print(f"warning: {err}; renamed it to {path.name}.damaged, the next evaluation writes a new "
+                      f"{path.name}", file=sys.stderr)
 
     def sampling_model(self):
         """EMA weights when EMA is on (they are what the metrics judge)."""
@@ -168,11 +188,13 @@ class Trainer:
     def fit(self) -> None:
         main = self.dist.is_main
         if main:
-            from .run_dir import remove_stale_temporaries
-
             self.savedir.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(self.savedir)
-            trim_jsonl(self.savedir / "results.json", self.s.unit, self.unit_index())
+            # Only temporaries whose writer is gone: an eval.py writing beside a resuming run keeps its own.
+            files.sweep_temporaries(self.savedir)
+            dropped = files.trim_jsonl(self.savedir / "results.json", self.s.unit, self.unit_index())
+            if dropped:
+                print(f"warning: {self.savedir / 'results.json'}: dropped {dropped} damaged line(s) (not JSON); "
+                      f"the others are kept", file=sys.stderr)
             if self.step == 0 and self.start_figures is not None:
                 self.start_figures(self.savedir)
         if self.s.tensorboard and main:
@@ -181,11 +203,24 @@ class Trainer:
         old = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGUSR1, signal.SIGTERM)}
         try:
             self._loop()
+        except BaseException:
+            self._close_tensorboard(quietly=True)       # the error that stopped the loop is the one to report
+            raise
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
-            if self.writer is not None:
-                self.writer.close()
+        self._close_tensorboard()
+
+    def _close_tensorboard(self, quietly: bool = False) -> None:
+        writer, self.writer = self.writer, None
+        if writer is None:
+            return
+        try:
+            with self._tensorboard():
+                writer.close()
+        except Exception:
+            if not quietly:
+                raise
 
     def _loop(self) -> None:
         s, main = self.s, self.dist.is_main
@@ -296,7 +331,8 @@ class Trainer:
             self.running[name] = self.running.get(name, 0.0) + total / n
         self.running["_count"] = self.running.get("_count", 0) + 1
         if self.writer is not None:
-            self.writer.add_scalar("train/loss_step", totals[0] / n, self.step)
+            with self._tensorboard():
+                self.writer.add_scalar("train/loss_step", totals[0] / n, self.step)
         return dict(zip(names, totals)), n
 
     def to_device(self, batch):
@@ -416,23 +452,36 @@ class Trainer:
             self.save(self.state(), self.savedir / "model.pt")
 
     def write_row(self, row: dict) -> None:
+        """One line of results.json: JSON (a NaN loss is null), fsynced before the next checkpoint (save)."""
+        path = self.savedir / "results.json"
         try:
-            with open(self.savedir / "results.json", "a") as fh:
-                fh.write(json.dumps(row) + "\n")
-        except OSError as err:
-            raise CheckpointWriteFailed(f"cannot append to {self.savedir / 'results.json'}: "
-                                        f"{err.strerror or err} (disk full?); model.pt is intact") from None
+            files.append_line(path, files.json_text(row))
+        except OSError as err:                                  # a full disk is files.DiskFull already
+            raise CheckpointWriteFailed(f"cannot append to {path}: {err.strerror or err}; model.pt is "
+                                        f"intact") from None
+        self._log_unsynced = True
         if self.writer is not None:
-            for key, value in row.items():
-                if key not in (self.s.unit, "step") and isinstance(value, (int, float)) and math.isfinite(value):
-                    self.writer.add_scalar(key, value, row["step"])
-            self.writer.flush()
+            with self._tensorboard():
+                for key, value in row.items():
+                    if key not in (self.s.unit, "step") and isinstance(value, (int, float)) and math.isfinite(value):
+                        self.writer.add_scalar(key, value, row["step"])
+                self.writer.flush()
+
+    def _tensorboard(self):
+        """TensorBoard writes on a thread of its own and raises a full disk at the next call."""
+        return files.reporting_disk_full(self.savedir / "tb", "the checkpoints and results.json are intact")
 
     def save(self, state: dict, path: Path) -> None:
-        """Atomic checkpoint write; a full disk (or any OS error) is one clear line, old file kept."""
+        """Atomic checkpoint write; a full disk (or any OS error) is one clear line, old file kept.
+
+        results.json is fsynced first, so that after a power loss the log never lags the checkpoint."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            checkpoint.atomic_save(state, path)
-        except OSError as err:
-            raise CheckpointWriteFailed(f"cannot write {path}: {err.strerror or err} (disk full?); "
-                                        f"the previous {path.name} is intact, nothing else was changed") from None
+            if self._log_unsynced:
+                files.sync_file(self.savedir / "results.json")
+                self._log_unsynced = False
+            with files.reporting_disk_full(path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                checkpoint.atomic_save(state, path)
+        except OSError as err:                                  # a full disk is files.DiskFull by now
+            raise CheckpointWriteFailed(f"cannot write {path}: {err.strerror or err}; the previous {path.name} "
+                                        f"is intact, nothing else was changed") from None

@@ -5,6 +5,7 @@ generator can redraw one figure per frame). Every frame is brought to the first 
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Iterable
@@ -54,39 +55,65 @@ def _even(a: np.ndarray) -> np.ndarray:
     return np.pad(a, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
+def _out_of_space(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 << 10          # a failed write leaves less than a block or so
+
+
+def _failed(path: Path, what: str):
+    """opencv reports a failed write as False (and the final index as nothing at all): a full disk is
+    files.DiskFull, anything else one line."""
+    if _out_of_space(path.parent):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return UserError(f"opencv failed to {what} {path}")
+
+
 def write_mp4(frames: Iterable, path, fps: float = 10.0) -> Path:
     """Write `frames` (module docstring) to the mp4 file `path`; returns the path.
 
-    The file appears whole or not at all: it is written under a temporary name and renamed.
+    The file appears whole or not at all: it is written under a temporary name, synced and renamed.
     """
+    from .files import reporting_disk_full, temporary_path
+
     cv2 = _cv2()
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # the temporary name keeps the .mp4 suffix: opencv picks the container from it
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
+    tmp = temporary_path(path, ".tmp.mp4")
     writer, size = None, None
-    try:
-        for frame in frames:
-            a = _even(as_frame(frame))
+    with reporting_disk_full(path):
+        try:
+            for frame in frames:
+                a = _even(as_frame(frame))
+                if writer is None:
+                    size = (a.shape[1], a.shape[0])
+                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
+                    if not writer.isOpened():
+                        if _out_of_space(path.parent):
+                            raise _failed(path, "open")
+                        raise UserError(f"opencv cannot write an mp4v video to {path} (its build lacks the encoder?)")
+                elif (a.shape[1], a.shape[0]) != size:
+                    a = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+                if writer.write(np.ascontiguousarray(a[:, :, ::-1])) is False:      # opencv takes BGR
+                    raise _failed(path, "write a frame of")
             if writer is None:
-                size = (a.shape[1], a.shape[0])
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
-                if not writer.isOpened():
-                    raise UserError(f"opencv cannot write an mp4v video to {path} (its build lacks the encoder?)")
-            elif (a.shape[1], a.shape[0]) != size:
-                a = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
-            writer.write(np.ascontiguousarray(a[:, :, ::-1]))          # opencv takes BGR
-        if writer is None:
-            raise ValueError(f"no frames to write to {path}")
-        writer.release()
-        writer = None
-        os.replace(tmp, path)
-    finally:
-        if writer is not None:
+                raise ValueError(f"no frames to write to {path}")
             writer.release()
-        tmp.unlink(missing_ok=True)
+            writer = None
+            if _out_of_space(path.parent):               # the index written at release may have been cut off
+                raise _failed(path, "finish")
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if writer is not None:
+                writer.release()
+            tmp.unlink(missing_ok=True)
     return path
 
 

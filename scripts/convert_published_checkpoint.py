@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from model_code import files  # noqa: E402
 from model_code.errors import UserError, run_cli  # noqa: E402
 from model_code.nets.legacy_uno import tucker_to_dense  # noqa: E402
 
@@ -296,7 +297,8 @@ def write_run(args) -> Path:
         del payload, weights, shadow
     record = conversion_record(raw, src, names, "/".join(sorted(kinds)), args.keep_factorization, with_ema, cfg)
     config_mod.save(cfg, out / "config.json")
-    (out / "conversion.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    files.atomic_write_text(out / "conversion.json",
+                            files.json_text(record, indent=2, sort_keys=True, default=str) + "\n")
     return out
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from model_code import run_dir
+from model_code import files, run_dir
 from model_code.errors import UserError
 from model_code.run_dir import LOCK_NAME, RunFolderBusy, WriterLock
 from systems import SYSTEMS
@@ -68,7 +68,7 @@ def test_a_reused_pid_is_not_mistaken_for_the_holder(tmp_path):
 def test_a_live_holder_on_this_host_is_refused(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        start = run_dir._process_start(sleeper.pid)
+        start = files.process_start(sleeper.pid)
         _plant(tmp_path, pid=sleeper.pid, pid_start=start, job_id=None)
         with pytest.raises(RunFolderBusy, match=f"pid {sleeper.pid}"):
             WriterLock(tmp_path, "train.py").acquire()
@@ -105,7 +105,7 @@ def test_a_requeued_job_waits_for_its_predecessor_then_takes_over(tmp_path, monk
     monkeypatch.setenv("SLURM_JOB_ID", "777")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     old = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
-    _plant(tmp_path, pid=old.pid, pid_start=run_dir._process_start(old.pid), job_id="777", restart=0)
+    _plant(tmp_path, pid=old.pid, pid_start=files.process_start(old.pid), job_id="777", restart=0)
     began = time.time()
     with WriterLock(tmp_path, "train.py", predecessor_wait=30):
         waited = time.time() - began
@@ -114,7 +114,7 @@ def test_a_requeued_job_waits_for_its_predecessor_then_takes_over(tmp_path, monk
     # A copy that is not a later restart of the same job is refused at once.
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        _plant(tmp_path, pid=other.pid, pid_start=run_dir._process_start(other.pid), job_id="777", restart=1)
+        _plant(tmp_path, pid=other.pid, pid_start=files.process_start(other.pid), job_id="777", restart=1)
         with pytest.raises(RunFolderBusy):
             WriterLock(tmp_path, "train.py", predecessor_wait=30).acquire()
     finally:
