@@ -7,7 +7,8 @@
 #   make bench    noise-sampler, sample-quality, sampler, digits (every image system) and model benchmarks
 #                 (VE / FFM / GANO at equal compute, 32 px and 2x super-resolution), the training step
 #                 (time, FLOP rate, memory), 1 process x N threads against N processes x 1 thread,
-#                 validation cost and checkpoint selection, and generation throughput
+#                 validation cost and checkpoint selection, generation throughput, and the cost of the
+#                 checkpoint checksum
 #   make clean    remove the demo's run folders (never the data)
 #
 # Variables (command line or environment): DATA_DIR (default data), SAVEDIR
@@ -79,7 +80,7 @@ demo: venv ## synthetic data, a short training run, then generate / superres / p
 	echo "   figures:"; \
 	find "$$run" -name '*.png' | sort | sed 's/^/     /'
 
-bench: venv ## benchmarks: noise samplers, sample quality, samplers (NFE vs quality), every image system on digits, VE/FFM/GANO, training step, threads vs processes, validation cost and selection, generation throughput
+bench: venv ## benchmarks: noise samplers, sample quality, samplers (NFE vs quality), every image system on digits, VE/FFM/GANO, training step, threads vs processes, validation cost and selection, generation throughput, checkpoint checksum
 	@export DATA_DIR="$(DATA_ABS)" SAVEDIR="$(SAVE_ABS)"; \
 	set -e; \
 	"$(PYTHON_ABS)" scripts/bench_noise.py; \
@@ -90,7 +91,8 @@ bench: venv ## benchmarks: noise samplers, sample quality, samplers (NFE vs qual
 	"$(PYTHON_ABS)" scripts/bench_train.py --allocator-rounds 2; \
 	"$(PYTHON_ABS)" scripts/bench_threads.py; \
 	"$(PYTHON_ABS)" scripts/bench_validation.py; \
-	"$(PYTHON_ABS)" scripts/bench_generate.py
+	"$(PYTHON_ABS)" scripts/bench_generate.py; \
+	"$(PYTHON_ABS)" scripts/bench_checkpoint.py
 
 clean: ## remove the demo run folders (SAVEDIR/demo); data is kept
 	rm -rf -- "$(SAVE_ABS)/demo"

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     savedir = Path(cli.savedir)
     check_run_folder(savedir, cfg)
 
-    from model_code import allocator, build, distributed, run_dir, threads
+    from model_code import allocator, build, distributed, memory, run_dir, threads
 
     # CPU threads from the allocation (train.threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, cores / ranks),
     # and glibc told to keep freed memory before the first tensor of a step is allocated.
@@ -80,6 +80,8 @@ def main(argv=None) -> int:
     device = distributed.rank_device(build.resolve_device(cfg.train.device))
     dist = distributed.initialise(device)
     try:
+        # A run that cannot fit stops here, before its data set and network exist and before its folder does.
+        memory.check_training(cfg, device, dist, os.environ.get("DATA_DIR"))
         # One writer per run folder: a second launch on the same --savedir stops here.
         with run_dir.claim_on_main(dist, savedir, "train.py",
                                    made_by_launcher=os.environ.get("RUN_DIR_FROM_LAUNCHER") == "1"):
@@ -93,7 +95,7 @@ def _train(cli, cfg, savedir, argv, dist, device) -> int:
     from model_code.progress import enabled_for
     from model_code.trainer import Preempted
 
-    check_run_folder(savedir, cfg)          # again, now that this process holds the folder
+    check_run_folder(savedir, cfg, warn=dist.is_main)    # again, now that this process holds the folder
     trainer = build.build_trainer(cfg, savedir, os.environ.get("DATA_DIR"), dist=dist, device=device,
                                   progress=not cli.quiet and sys.stderr.isatty() and dist.is_main,
                                   log_lines=enabled_for(cli.quiet, dist.is_main))
@@ -102,9 +104,13 @@ def _train(cli, cfg, savedir, argv, dist, device) -> int:
                                                 extra=cli.start_settings)["code"]
     latest = savedir / "model.pt"
     if latest.exists():
-        trainer.load_state(checkpoint.load(latest, map_location=device))
+        state = checkpoint.load(latest, map_location=device)
+        checkpoint.require(state, checkpoint.RESUME_KEYS, latest, "a resume")
+        with checkpoint.fitting(latest):
+            trainer.load_state(state)
         if dist.is_main:
             print(f"resuming {savedir} at step {trainer.step}", file=sys.stderr)
+            trainer.set_aside_damaged_best()
     # Every rank has read the folder before rank 0 writes to it.
     dist.barrier()
     if dist.is_main:
@@ -126,11 +132,11 @@ def _train(cli, cfg, savedir, argv, dist, device) -> int:
     return 0
 
 
-def check_run_folder(savedir: Path, cfg) -> None:
+def check_run_folder(savedir: Path, cfg, warn: bool = False) -> None:
     """Refuse to mix two different experiments in one folder (nothing is overwritten)."""
     from model_code import config, run_dir
 
-    run_dir.refuse_other_config(savedir, config.to_dict(cfg), ignore=RUN_SETTINGS)
+    run_dir.refuse_other_config(savedir, config.to_dict(cfg), ignore=RUN_SETTINGS, warn=warn)
 
 
 if __name__ == "__main__":

@@ -451,16 +451,18 @@ def load_run(folder, name: str = "model.pt", device: str = "auto", use_ema: bool
     state = checkpoint.load(path, map_location=dev)
     if state.get("kind") != "run":
         raise UserError(f"{path} was written by an older version of this project; retrain, or convert it")
+    checkpoint.require(state, checkpoint.RUN_KEYS, path, "an evaluation")
     cfg = config_mod.from_dict(state["config"], source=f"the config in {path}")
-    process = process_from_description(state["process"])
-    process.load_state_dict(state["process_state"])
-    net = net_from_description(state["net"])
-    model = process.wrap(net)
-    weights = state["ema"]["shadow"] if use_ema and state.get("ema") is not None else state["model"]
-    model.load_state_dict(weights)
+    with checkpoint.fitting(path, "the network and process it describes"):
+        process = process_from_description(state["process"])
+        process.load_state_dict(state["process_state"])
+        net = net_from_description(state["net"])
+        model = process.wrap(net)
+        weights = state["ema"]["shadow"] if use_ema and state.get("ema") is not None else state["model"]
+        model.load_state_dict(weights)
+        d = state["data"]
+        shape, kind, classes = tuple(d["shape"]), d["kind"], int(d.get("num_classes") or 0)
     # Evaluations sample in the precision the run trained in.
     from .precision import apply_precision
     apply_precision(net, cfg.train.precision)
-    d = state["data"]
-    return LoadedRun(cfg, state, model.to(dev).eval(), process, tuple(d["shape"]), d["kind"],
-                     int(d.get("num_classes") or 0), dev)
+    return LoadedRun(cfg, state, model.to(dev).eval(), process, shape, kind, classes, dev)
