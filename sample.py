@@ -30,7 +30,9 @@ Writes RUN/additional_samples/<mode>-<checkpoint>-<sampler or delta>[-final<F>]-
 over an existing folder without --overwrite): samples.npz (samples, init, seeds, ...), final.png (the
 samples) and init.png (the initial states); levels runs also the sampling noise eps (B, K, C, H, W) and
 the std of each step (noise_std, K values for k = K..1, the last 0 without --final_noise) in samples.npz,
-and process.mp4 (u_K -> u_0); toy runs samples.png (a scatter plot) instead of the pictures.
+and process.mp4 (u_K -> u_0); toy runs samples.png (a scatter plot) instead of the pictures. samples.json,
+written last, lists them with their sizes and SHA-256: a folder without it was interrupted and the same
+command replaces it.
 """
 import argparse
 import sys
@@ -84,8 +86,9 @@ def chosen_mode(args) -> str:
 
 
 def main(argv=None) -> int:
-    from model_code import build, run_dir, threads
-    from model_code.eval_common import checkpoint_file, checkpoint_word, labels_for, refuse_existing, sampler_options
+    from model_code import build, files, run_dir, threads
+    from model_code.eval_common import (Staging, checkpoint_file, checkpoint_word, labels_for, refuse_existing,
+                                        sampler_options)
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     mode = chosen_mode(args)
@@ -129,17 +132,21 @@ def main(argv=None) -> int:
     out = folder / "additional_samples" / "-".join(
         [mode, checkpoint_word(ckpt), setting, f"seed{args.seed}"] + (["raw"] if args.no_ema else []))
     how = "another --seed to keep both"
-    refuse_existing(out, args.overwrite, how, held=("samples.npz", "final.png"), what="samples")
+    marker = dict(marker="samples.json", what="samples", marker_optional=True)
+    refuse_existing(out, args.overwrite, how, **marker)
     n = args.num_points if mode == "interpolate" else args.batch_size
     seeds = [args.seed, args.seed + 1] if mode == "interpolate" else [args.seed + i for i in range(n)]
     labels = labels_for(run, [args.seed] * n if mode == "interpolate" else seeds, args.label)
     progress = not args.quiet and sys.stderr.isatty()
     with run_dir.claim(out, owner="sample.py"):
-        refuse_existing(out, args.overwrite, how, held=("samples.npz", "final.png"), what="samples")
-        for stale in ("final.png", "init.png", "process.gif", "process.mp4", "samples.png"):
-            (out / stale).unlink(missing_ok=True)
+        files.sweep_temporaries(out)
+        refuse_existing(out, args.overwrite, how, announce=False, **marker)
         draw = {"levels": levels_samples, "wrapped_ve": toy_samples}.get(process, field_samples)
-        note = draw(run, mode, seeds, n, options, args, labels, progress, out)
+        # samples.json, written last, lists the files: until it is in place the folder is incomplete
+        with Staging(out, "samples.json") as stage:
+            note = draw(run, mode, seeds, n, options, args, labels, progress, stage.path)
+            stage.commit({"mode": mode, "run": str(folder), "checkpoint": ckpt, "step": int(run.state.get("step", 0)),
+                          "sampler": sampler, "steps": word, "seeds": seeds, "ema": not args.no_ema})
     print(f"{mode}: {n} samples of {folder} ({process}, step {run.state.get('step', 0)}, {sampler} {word}) -> "
           f"{out}{note}")
     return 0

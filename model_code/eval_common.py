@@ -7,7 +7,9 @@ chunks of --val_batch_size gives the same samples as one big batch.
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -53,12 +55,133 @@ def check_tag(tag) -> None:
                         f"with '.' or '-'); got '{tag}'")
 
 
+# ------------------------------------------------------------------ evaluation folders
+# An evaluation folder is complete only once its marker (metrics.json; sample.py: samples.json) is in
+# place: the marker is written last and lists every other file with its size and SHA-256. Replacing an
+# evaluation removes the old marker first, so a kill at any later moment leaves a folder that reads as
+# incomplete, never new files beside old metrics. The new files are written into a staging folder inside
+# it first (named after its writer), so a full disk or a crash while they are written leaves the old
+# evaluation as it was.
+OUTPUTS = ("*.npz", "*.json", "*.png", "*.pdf", "*.mp4", "*.gif", "*_log.txt")
+
+
+def folder_state(folder: Path, marker: str = "metrics.json", legacy=("samples.npz",),
+                 marker_optional: bool = False) -> str:
+    """'none' (no outputs), 'complete' or 'incomplete' (interrupted, or files that do not match the marker's
+    list). A marker without a file list (written before it had one) is complete when `legacy` files exist;
+    marker_optional: so is a folder without a marker (sample.py's folders had none; Staging.commit moves
+    samples.npz in last, so its presence means every file but the marker is in place)."""
+    folder = Path(folder)
+    if not any(p.is_file() for pattern in OUTPUTS for p in folder.glob(pattern)):
+        return "none"
+    if marker_optional and not (folder / marker).exists():
+        return "complete" if all((folder / name).is_file() for name in legacy) else "incomplete"
+    try:
+        summary = json.loads((folder / marker).read_text())
+    except (OSError, ValueError):
+        return "incomplete"
+    if not isinstance(summary, dict):
+        return "incomplete"
+    listed = summary.get("files")
+    if listed is None:
+        return "complete" if all((folder / name).is_file() for name in legacy) else "incomplete"
+    for name, info in listed.items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != info.get("bytes"):
+            return "incomplete"
+    return "complete"
+
+
+def damaged_files(folder: Path, summary: dict) -> list:
+    """The files of a complete evaluation whose SHA-256 differs from the marker's list (plot checks this)."""
+    return [name for name, info in (summary.get("files") or {}).items()
+            if _sha256(Path(folder) / name) != info.get("sha256")]
+
+
 def refuse_existing(folder: Path, overwrite: bool, how: str = "--tag NAME to keep both",
-                    held=("samples.npz", "metrics.json"), what: str = "an evaluation") -> None:
-    found = [name for name in held if (Path(folder) / name).exists()]
-    if found and not overwrite:
-        raise UserError(f"{folder} already holds {what} ({', '.join(found)}); nothing was written: pass "
-                        f"--overwrite to replace it, or {how}")
+                    marker: str = "metrics.json", what: str = "an evaluation", announce: bool = True,
+                    marker_optional: bool = False) -> None:
+    """Refuse a complete evaluation without --overwrite; an incomplete one is replaced (announce: say so)."""
+    state = folder_state(folder, marker, marker_optional=marker_optional)
+    if state == "complete" and not overwrite:
+        raise UserError(f"{folder} already holds {what}; nothing was written: pass --overwrite to replace it, "
+                        f"or {how}")
+    if state == "incomplete" and announce:
+        print(f"note: {folder} holds an incomplete result (interrupted before its {marker} was written); it is "
+              f"replaced", file=sys.stderr)
+
+
+def _sha256(path: Path) -> str | None:
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+class Staging:
+    """The files of one evaluation, written in a staging folder and put in place together (module comment).
+
+        with Staging(out) as stage:
+            np.savez(stage.path / "samples.npz", ...)      # any writer, into stage.path
+            stage.commit(summary)                            # the marker last, with the file list
+    """
+
+    def __init__(self, folder: Path, marker: str = "metrics.json"):
+        from .files import temporary_path
+
+        self.folder, self.marker = Path(folder), marker
+        self.path = temporary_path(self.folder / "staging")
+
+    def __enter__(self):
+        from .files import reporting_disk_full
+
+        with reporting_disk_full(self.path, f"{self.folder} is as it was"):
+            self.path.mkdir(parents=True)
+        return self
+
+    def __exit__(self, *exc):
+        import shutil
+
+        shutil.rmtree(self.path, ignore_errors=True)
+        return False
+
+    def write(self, name: str, write, mode: str = "wb") -> None:
+        from .files import reporting_disk_full
+
+        with reporting_disk_full(self.folder / name, f"{self.folder} is as it was"):
+            with open(self.path / name, mode) as fh:
+                write(fh)
+
+    def commit(self, summary: dict) -> None:
+        """Old marker out, old outputs out, new files in, new marker (listing them) last."""
+        from .files import atomic_write_text, json_text, reporting_disk_full, sync_folder
+
+        # samples.npz last: the old sample.py folders have no marker, and there it stands for one
+        new = sorted((p for p in self.path.iterdir() if p.is_file()), key=lambda p: (p.name == "samples.npz", p.name))
+        for path in new:                       # durable before the old evaluation goes
+            with open(path, "rb+") as fh:
+                os.fsync(fh.fileno())
+        (self.folder / self.marker).unlink(missing_ok=True)
+        sync_folder(self.folder)
+        for pattern in OUTPUTS:
+            for old in self.folder.glob(pattern):
+                if old.is_file():
+                    old.unlink()
+        files = {}
+        for path in new:
+            files[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+            os.replace(path, self.folder / path.name)
+        summary = {**summary, "files": files}
+        with reporting_disk_full(self.folder / self.marker, "the evaluation is incomplete and is replaced by the "
+                                                              "next run of the same command"):
+            atomic_write_text(self.folder / self.marker, json_text(summary, indent=2, default=_plain) + "\n",
+                              durable=True)
 
 
 def sampler_options(run, sampler=None, steps=None, sigma_min=None, delta=None) -> dict:
@@ -144,13 +267,15 @@ def generate(run, seeds, shape, options: dict, batch_size: int, progress: bool =
     return samples
 
 
-def write_evaluation(folder: Path, summary: dict, arrays: dict | None = None, npz: str = "samples.npz") -> None:
-    """`npz` (when there are arrays) and metrics.json, each written atomically."""
-    from .files import atomic_write, atomic_write_text
-
-    if arrays is not None:
-        atomic_write(folder / npz, lambda fh: np.savez_compressed(fh, **arrays))
-    atomic_write_text(folder / "metrics.json", json.dumps(summary, indent=2, default=_plain) + "\n")
+def write_evaluation(folder: Path, summary: dict, arrays: dict | None = None, npz: str = "samples.npz",
+                     after=None) -> None:
+    """`npz` (when there are arrays), what after(staging folder) draws, then metrics.json listing them all."""
+    with Staging(folder) as stage:
+        if arrays is not None:
+            stage.write(npz, lambda fh: np.savez_compressed(fh, **arrays))
+        if after is not None:
+            after(stage.path)
+        stage.commit(summary)
 
 
 def _plain(value):

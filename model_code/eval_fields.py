@@ -11,12 +11,13 @@ plot draws the figures of every field evaluation under a folder (or of the one n
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .eval_common import DEFAULT_SEED, checkpoint_word, finish_name
+from .eval_common import DEFAULT_SEED, checkpoint_word, damaged_files, finish_name, folder_state
 from .errors import UserError
 
 FIGURES = ("samples", "mean_sample", "final_stats", "spectrum", "real_vs_generated")
@@ -127,25 +128,32 @@ def image_grid(folder: Path, samples: torch.Tensor, n_plot: int = 64) -> None:
 
 # ----------------------------------------------------------------------------- plot
 
-def evaluations(out: Path, tag=None) -> list:
-    """The field evaluations under `out` (folders holding samples.npz and a generate / superres metrics.json),
-    or the one named `tag`."""
-    def complete(d):
-        if not ((d / "samples.npz").is_file() and (d / "metrics.json").is_file()):
-            return False
-        try:
-            summary = json.loads((d / "metrics.json").read_text())
-        except ValueError:
-            return False
-        return summary.get("mode") in ("generate", "superres") and summary.get("kind") in ("phase", "real")
+def _field_evaluation(folder: Path) -> bool:
+    try:
+        summary = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and summary.get("mode") in ("generate", "superres") and \
+        summary.get("kind") in ("phase", "real")
+
+
+def evaluations(out: Path, tag=None, notes: bool = True) -> list:
+    """The complete field evaluations under `out` (generate / superres, eval_common.folder_state), or the one
+    named `tag`; an incomplete one (interrupted) is skipped with a note."""
+    def usable(d):
+        state = folder_state(d)
+        if state == "incomplete" and notes:
+            print(f"note: skipping {d}: an incomplete evaluation (interrupted before its metrics.json was "
+                  f"written); run its command again to redo it", file=sys.stderr)
+        return state == "complete" and _field_evaluation(d)
 
     if tag is not None:
-        if not complete(out / tag):
-            have = [d.name for d in evaluations(out)] if out.is_dir() else []
-            raise UserError(f"no evaluation '{tag}' in {out}" + (f" (it holds: {', '.join(have)})" if have else
-                                                                 ": run --mode generate (or superres) first"))
+        if not usable(out / tag):
+            have = [d.name for d in evaluations(out, notes=False)] if out.is_dir() else []
+            raise UserError(f"no evaluation '{tag}' in {out}" + (
+                f" (it holds: {', '.join(have)})" if have else ": run --mode generate (or superres) first"))
         return [out / tag]
-    return sorted(d for d in out.iterdir() if d.is_dir() and complete(d)) if out.is_dir() else []
+    return sorted(d for d in out.iterdir() if d.is_dir() and usable(d)) if out.is_dir() else []
 
 
 def plot(out: Path, tag=None) -> int:
@@ -154,10 +162,17 @@ def plot(out: Path, tag=None) -> int:
     done = evaluations(out, tag)
     if not done:
         raise UserError(f"nothing to plot in {out}: run --mode generate (or superres) first")
+    drew = 0
     for folder in done:
         with run_dir.claim(folder, owner="eval.py"):
-            data = np.load(folder / "samples.npz")
             summary = json.loads((folder / "metrics.json").read_text())
+            damaged = damaged_files(folder, summary)
+            if damaged:
+                print(f"note: skipping {folder}: {', '.join(damaged)} changed after the evaluation wrote it (its "
+                      f"SHA-256 differs from metrics.json's); run its command again with --overwrite to redo it",
+                      file=sys.stderr)
+                continue
+            data = np.load(folder / "samples.npz")
             kind, values, mode = summary["kind"], summary["metrics"], summary["mode"]
             res = "x".join(map(str, summary["resolution"]))
             samples = torch.from_numpy(data["samples"])
@@ -183,6 +198,9 @@ def plot(out: Path, tag=None) -> int:
             else:
                 drawn.remove("real_vs_generated")
         print(f"wrote figures to {folder}: {', '.join(drawn)} (.png/.pdf)")
+        drew += 1
+    if not drew:
+        raise UserError(f"nothing to plot in {out}: every evaluation there is damaged")
     return 0
 
 
@@ -195,10 +213,3 @@ def spectrum_caption(values: dict) -> str:
     if "spectrum_ratio_high" in values:
         lines[-1] += f"; P_gen / P_real above Nyquist {values['spectrum_ratio_high']:.3g}"
     return "\n".join(lines)
-
-
-def drop_figures(folder: Path) -> None:
-    """Figures of samples being replaced would describe samples that no longer exist."""
-    for fig in FIGURES:
-        for ext in ("png", "pdf"):
-            (folder / f"{fig}.{ext}").unlink(missing_ok=True)

@@ -39,21 +39,17 @@ def _evaluate(cli, out: Path, compute, run=None) -> int:
     """Hold `out` while compute() -> (summary, arrays, npz name, after) runs and its results are written;
     after(out) draws figures. An existing result was refused before any work and is refused again here.
     With --experiment_name the metrics also go to that results table (results_table.py)."""
-    from . import results_table, run_dir
+    from . import files, results_table, run_dir
     from .eval_common import refuse_existing, write_evaluation
-    from .eval_fields import drop_figures
 
     table = _table(cli, run, out) if run is not None else None
     if table is not None:
         results_table.refuse_existing_key(table[0], cli.mode, table[1], cli.overwrite)
     with run_dir.claim(out, owner="eval.py"):
-        refuse_existing(out, cli.overwrite)
+        files.sweep_temporaries(out)          # what an evaluation killed mid-write left (its writer is gone)
+        refuse_existing(out, cli.overwrite, announce=False)
         summary, arrays, npz, after = compute()
-        drop_figures(out)
-        (out / "samples.png").unlink(missing_ok=True)
-        write_evaluation(out, summary, arrays, npz)
-        if after is not None:
-            after(out)
+        write_evaluation(out, summary, arrays, npz, after)
     values = summary.get("metrics", {})
     print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in values.items()
                       if not isinstance(v, (list, dict))}))

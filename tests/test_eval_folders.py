@@ -209,6 +209,9 @@ def test_plot_of_an_evaluation_without_real_examples_leaves_that_figure_out(fiel
     with np.load(out / "old" / "samples.npz") as data:             # as written before real_examples existed
         arrays = {k: data[k] for k in data.files if k != "real_examples"}
     np.savez(out / "old" / "samples.npz", **arrays)
+    summary = json.loads((out / "old" / "metrics.json").read_text())
+    del summary["files"]                                            # nor did the list of files
+    (out / "old" / "metrics.json").write_text(json.dumps(summary))
     capsys.readouterr()
     assert evaluate(field_run, "--mode", "plot", "--tag", "old") == 0
     assert "real_vs_generated" not in capsys.readouterr().out
@@ -355,3 +358,77 @@ def test_a_mode_that_does_not_apply_is_one_line_from_the_shell(runs):
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0] == f"eval.py: error: --mode generate does not apply to {runs['toy']}: it is a toy (wrapped_ve) " \
                        f"run; use --mode score"
+
+
+def test_an_evaluation_killed_before_its_metrics_is_incomplete_then_skipped_replaced_and_never_mixed(
+        field_run, monkeypatch, capsys):
+    """A kill after the new samples.npz is in place and before metrics.json: the folder never holds the new
+    samples beside the old metrics; plot skips it with a note; the same command then replaces it without
+    --overwrite."""
+    from model_code import eval_common, files
+
+    out = field_run / "eval" / "half"
+    assert evaluate(field_run, "--mode", "generate", "--tag", "whole", "--Ntest", "2", "--overwrite") == 0
+    assert evaluate(field_run, "--mode", "generate", "--tag", "half", "--Ntest", "2", "--seed", "5") == 0
+    real_write = files.atomic_write_text
+
+    def killed_at_the_marker(path, text, **options):
+        if Path(path).name == "metrics.json":
+            raise KeyboardInterrupt                         # as kill -9 would, between the two files
+        real_write(path, text, **options)
+
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(files, "atomic_write_text", killed_at_the_marker)
+        evaluate(field_run, "--mode", "generate", "--tag", "half", "--Ntest", "3", "--seed", "6", "--overwrite")
+    assert (out / "samples.npz").is_file() and not (out / "metrics.json").exists()       # old metrics gone first
+    assert np.load(out / "samples.npz")["samples"].shape[0] == 3
+    assert eval_common.folder_state(out) == "incomplete"
+    assert not list(out.glob(".*.tmp*"))
+    capsys.readouterr()
+    assert evaluate(field_run, "--mode", "plot") == 0                       # the others are plotted
+    err = capsys.readouterr().err
+    assert f"skipping {out}: an incomplete evaluation" in err
+    with pytest.raises(UserError, match="no evaluation 'half'"):
+        evaluate(field_run, "--mode", "plot", "--tag", "half")
+    assert evaluate(field_run, "--mode", "generate", "--tag", "half", "--Ntest", "4", "--seed", "7") == 0
+    assert "holds an incomplete result" in capsys.readouterr().err
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["n"] == 4 and np.load(out / "samples.npz")["samples"].shape[0] == 4
+    assert set(summary["files"]) == {"samples.npz"} and eval_common.folder_state(out) == "complete"
+    assert evaluate(field_run, "--mode", "plot", "--tag", "half") == 0
+
+
+def test_a_full_disk_while_an_evaluation_is_replaced_keeps_the_old_one_whole(field_run, monkeypatch, capsys):
+    import errno
+    import os
+
+    from model_code import eval_common
+
+    out = field_run / "eval" / "keep"
+    assert evaluate(field_run, "--mode", "generate", "--tag", "keep", "--Ntest", "2") == 0
+    before = snapshot(out)
+
+    def disk_full(fh, **arrays):
+        fh.write(b"\0" * 100)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(np, "savez_compressed", disk_full)
+        status, lines = cli_exit(capsys, "--exp_name", field_run, "--mode", "generate", "--tag", "keep", "--Ntest",
+                                 "3", "--overwrite", "--quiet")
+    errors = [line for line in lines if line.startswith("eval.py: error:")]      # after the progress lines
+    assert status == 2 and errors == lines[-1:] and "no space left" in errors[0] and "samples.npz" in errors[0]
+    assert snapshot(out) == before and eval_common.folder_state(out) == "complete"
+    assert not list(out.glob(".*"))
+
+
+def test_plot_skips_an_evaluation_whose_samples_changed_after_it_was_written(field_run, capsys):
+    out = field_run / "eval" / "changed"
+    assert evaluate(field_run, "--mode", "generate", "--tag", "changed", "--Ntest", "2") == 0
+    data = bytearray((out / "samples.npz").read_bytes())
+    data[len(data) // 2] ^= 0xFF                                          # same size: only the checksum sees it
+    (out / "samples.npz").write_bytes(bytes(data))
+    capsys.readouterr()
+    with pytest.raises(UserError, match="every evaluation there is damaged"):
+        evaluate(field_run, "--mode", "plot", "--tag", "changed")
+    assert "samples.npz changed after the evaluation wrote it" in capsys.readouterr().err
