@@ -112,6 +112,8 @@ def sweep_temporaries(folder, stale_after: float = STALE_SECONDS) -> list:
 
     removed = []
     for tmp in sorted(Path(folder).glob("**/.*.tmp*")):
+        if not (tmp.name.endswith(".tmp") or ".tmp." in tmp.name):     # .notes.tmpl is someone's own
+            continue
         if any(tmp.is_relative_to(gone) for gone in removed) or not tmp.exists():
             continue
         if writer_gone(tmp, stale_after):

@@ -71,15 +71,16 @@ def test_another_hosts_temporary_is_swept_once_untouched_for_the_stale_time(tmp_
     old = tmp_path / ".b.npz~node7~123~456~ab12cd35.tmp"
     unnamed = tmp_path / ".model.pt.k2j3h4.tmp"                  # tempfile.mkstemp's name, before writers had one
     staging = tmp_path / ".staging~node7~9~9~00000000.tmp"
-    for path in (fresh, old, unnamed):
+    own = tmp_path / ".notes.tmpl"                               # not a temporary of the project's
+    for path in (fresh, old, unnamed, own):
         path.write_bytes(b"1")
     staging.mkdir()
     (staging / "samples.npz").write_bytes(b"2")
     past = time.time() - files.STALE_SECONDS - 10
-    for path in (old, unnamed, staging / "samples.npz", staging):
+    for path in (old, unnamed, own, staging / "samples.npz", staging):
         os.utime(path, (past, past))
     assert sorted(files.sweep_temporaries(tmp_path)) == sorted([old, unnamed, staging])
-    assert fresh.exists()
+    assert fresh.exists() and own.exists()
     # a staging folder whose writer still touches a file inside it stays
     staging.mkdir()
     (staging / "samples.npz").write_bytes(b"3")
