@@ -74,7 +74,12 @@ def from_dict(values: dict, source: str = "config") -> Config:
     """A config saved by `save` (the schema's own spelling), validated."""
     from omegaconf import OmegaConf
 
-    return finish(_merge_flat(OmegaConf.structured(Config), aliases.flatten(values), source, "schema"))
+    flat = aliases.flatten(values)
+    # Runs saved before these ranges were checked: 0 meant what null means now (automatic / the data's own size).
+    for key in ("train.threads", "data.resolution"):
+        if flat.get(key) == 0:
+            flat[key] = None
+    return finish(_merge_flat(OmegaConf.structured(Config), flat, source, "schema"))
 
 
 def finish(conf) -> Config:

@@ -260,3 +260,12 @@ def test_the_refusal_is_a_user_error_on_rank_0_and_a_silent_exit_elsewhere():
     with pytest.raises(SystemExit) as stop:
         memory.check_training(cfg, "cpu", _OtherRank(rank=1, world_size=2), available=_fixed(100 * GIB))
     assert stop.value.code == 2
+
+
+def test_a_run_saved_with_the_old_zero_meanings_still_loads():
+    """Before the range checks train.threads=0 meant automatic and data.resolution=0 the data's own size: a saved
+    run (its config.json, the config inside its checkpoints) keeps loading with those meanings."""
+    saved = config.to_dict(config.load([ROOT / "exps/json/ci.json"]))
+    saved["train"]["threads"], saved["data"]["resolution"] = 0, 0
+    cfg = config.from_dict(saved)
+    assert cfg.train.threads is None and cfg.data.resolution is None
