@@ -90,7 +90,7 @@ def _read_back_from_disk(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
-def atomic_save(payload: dict, path, verify: bool = True) -> None:
+def atomic_save(payload: dict, path) -> None:
     """Write `payload` with its checksum: a temporary file in the same folder, fsync, verify, rename.
 
     A crash at any moment leaves either the old file or the new one, never a torn one; a full
@@ -102,13 +102,11 @@ def atomic_save(payload: dict, path, verify: bool = True) -> None:
 
     def write(fh):
         torch.save(payload, fh)
-        if verify:
-            fh.flush()
-            os.fsync(fh.fileno())
-            written = _read_back_from_disk(Path(fh.name))
-            if checksum(written) != payload["checksum"]:
-                raise UserError(f"{path} came back from the disk different from what was written (a failing "
-                                f"disk?); the previous {path.name} is kept")
+        fh.flush()
+        os.fsync(fh.fileno())
+        if checksum(_read_back_from_disk(Path(fh.name))) != payload["checksum"]:
+            raise UserError(f"{path} came back from the disk different from what was written (a failing "
+                            f"disk?); the previous {path.name} is kept")
 
     atomic_write(path, write, durable=True)
 
@@ -165,7 +163,7 @@ def load(path, map_location="cpu", report_neighbours: bool = True) -> dict:
         return DamagedCheckpoint(damaged_message(path, problem) if report_neighbours else problem)
 
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:           # weights_only refused it: a pickle that would run code
         raise UserError(f"cannot read checkpoint {path}: {_first_line(err)}") from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, UnicodeDecodeError) as err:
@@ -183,19 +181,7 @@ def load(path, map_location="cpu", report_neighbours: bool = True) -> dict:
         if checksum(payload) != payload["checksum"]:
             raise damaged(f"{path} is damaged: its content does not match its checksum (bytes changed after it "
                           f"was written: a failing disk or a torn copy)")
-    if torch.device(map_location).type != "cpu":
-        payload = _to(payload, map_location)
     return payload
-
-
-def _to(value, device):
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {k: _to(v, device) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_to(v, device) for v in value]
-    return value
 
 
 def require(payload: dict, keys, path, what: str) -> None:

@@ -22,18 +22,12 @@ def run_cli(main, prog: str) -> None:
         sys.exit(130)
     except Exception as err:
         # A full disk in a write that no wrapper named (a library's own file, say) is still one line.
-        from .files import disk_full_message, is_disk_full
+        from .files import disk_full_message, exception_chain, is_disk_full
 
         if not is_disk_full(err):
             raise
-        names = [e.filename for e in _causes(err) if isinstance(e, OSError) and e.filename]
+        names = [e.filename for e in exception_chain(err) if isinstance(e, OSError) and e.filename]
         print(f"{prog}: error: " + (disk_full_message(names[0]) if names else
                                     "no space left on device (disk full or quota exceeded): free some space and "
                                     "run the same command again"), file=sys.stderr)
         sys.exit(2)
-
-
-def _causes(err):
-    while err is not None:
-        yield err
-        err = err.__cause__ or err.__context__

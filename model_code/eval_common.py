@@ -6,9 +6,11 @@ chunks of --val_batch_size gives the same samples as one big batch.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from . import files
 
 DEFAULT_SEED = 20_000_000
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -112,16 +115,11 @@ def refuse_existing(folder: Path, overwrite: bool, how: str = "--tag NAME to kee
 
 
 def _sha256(path: Path) -> str | None:
-    import hashlib
-
-    h = hashlib.sha256()
     try:
         with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
+            return hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError:
         return None
-    return h.hexdigest()
 
 
 class Staging:
@@ -133,55 +131,44 @@ class Staging:
     """
 
     def __init__(self, folder: Path, marker: str = "metrics.json"):
-        from .files import temporary_path
-
         self.folder, self.marker = Path(folder), marker
-        self.path = temporary_path(self.folder / "staging")
+        self.path = files.temporary_path(self.folder / "staging")
 
     def __enter__(self):
-        from .files import reporting_disk_full
-
-        with reporting_disk_full(self.path, f"{self.folder} is as it was"):
+        with files.reporting_disk_full(self.path, f"{self.folder} is as it was"):
             self.path.mkdir(parents=True)
         return self
 
     def __exit__(self, *exc):
-        import shutil
-
         shutil.rmtree(self.path, ignore_errors=True)
         return False
 
     def write(self, name: str, write, mode: str = "wb") -> None:
-        from .files import reporting_disk_full
-
-        with reporting_disk_full(self.folder / name, f"{self.folder} is as it was"):
+        with files.reporting_disk_full(self.folder / name, f"{self.folder} is as it was"):
             with open(self.path / name, mode) as fh:
                 write(fh)
 
     def commit(self, summary: dict) -> None:
         """Old marker out, old outputs out, new files in, new marker (listing them) last."""
-        from .files import atomic_write_text, json_text, reporting_disk_full, sync_folder
-
         # samples.npz last: the old sample.py folders have no marker, and there it stands for one
         new = sorted((p for p in self.path.iterdir() if p.is_file()), key=lambda p: (p.name == "samples.npz", p.name))
         for path in new:                       # durable before the old evaluation goes
             with open(path, "rb+") as fh:
                 os.fsync(fh.fileno())
         (self.folder / self.marker).unlink(missing_ok=True)
-        sync_folder(self.folder)
+        files.sync_folder(self.folder)
         for pattern in OUTPUTS:
             for old in self.folder.glob(pattern):
                 if old.is_file():
                     old.unlink()
-        files = {}
+        listed = {}
         for path in new:
-            files[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+            listed[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
             os.replace(path, self.folder / path.name)
-        summary = {**summary, "files": files}
-        with reporting_disk_full(self.folder / self.marker, "the evaluation is incomplete and is replaced by the "
-                                                              "next run of the same command"):
-            atomic_write_text(self.folder / self.marker, json_text(summary, indent=2, default=_plain) + "\n",
-                              durable=True)
+        summary = {**summary, "files": listed}
+        files.atomic_write_text(self.folder / self.marker, files.json_text(summary, indent=2, default=_plain) + "\n",
+                                kept="the evaluation is incomplete and is replaced by the next run of the same "
+                                     "command", durable=True)
 
 
 def sampler_options(run, sampler=None, steps=None, sigma_min=None, delta=None) -> dict:

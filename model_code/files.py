@@ -126,7 +126,8 @@ def sweep_temporaries(folder, stale_after: float = STALE_SECONDS) -> list:
 
 
 # ------------------------------------------------------------------ a full disk
-def _chain(err: BaseException):
+def exception_chain(err: BaseException):
+    """`err`, then what caused it (__cause__, else __context__), and so on."""
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
@@ -135,26 +136,26 @@ def _chain(err: BaseException):
 
 
 def is_disk_full(err: BaseException) -> bool:
-    return any(isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS for e in _chain(err))
+    return any(isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS for e in exception_chain(err))
 
 
-def _free(folder: Path) -> str:
+def free_bytes(folder) -> int | None:
+    """Bytes this user may still write on the file system of `folder` (None when it cannot be asked)."""
     try:
         st = os.statvfs(folder)
     except OSError:
-        return ""
-    free = st.f_bavail * st.f_frsize
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if free < 1024 or unit == "TiB":
-            return f", {free:.0f} {unit} free there" if unit == "bytes" else f", {free:.1f} {unit} free there"
-        free /= 1024
-    return ""
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def disk_full_message(path, kept: str | None = None) -> str:
+    from .memory import describe_bytes
+
     path = Path(path)
     kept = kept or (f"the previous {path.name} is intact" if path.exists() else f"no partial {path.name} was left")
-    return (f"cannot write {path}: no space left on device (disk full or quota exceeded{_free(path.parent)}); "
+    free = free_bytes(path.parent)
+    free = "" if free is None else f", {describe_bytes(free)} free there"
+    return (f"cannot write {path}: no space left on device (disk full or quota exceeded{free}); "
             f"{kept}: free some space and run the same command again")
 
 
@@ -172,11 +173,6 @@ def reporting_disk_full(path, kept: str | None = None):
 
 
 # ------------------------------------------------------------------ writing
-def create_exclusive(path, text: bool = False):
-    """A new file for writing, mode 0o666 under the umask ('x': O_EXCL, never someone else's file)."""
-    return open(path, "x" if text else "xb")
-
-
 def sync_folder(folder) -> None:
     """Make the renames in `folder` durable (a rename is only on disk once its folder is)."""
     try:
@@ -202,7 +198,8 @@ def atomic_write(path, write, mode: str = "wb", kept: str | None = None, durable
     tmp = temporary_path(path, suffix)
     with reporting_disk_full(path, kept):
         try:
-            with create_exclusive(tmp, text="b" not in mode) as fh:
+            # 'x': O_EXCL (never someone else's file), mode 0o666 under the umask
+            with open(tmp, "xb" if "b" in mode else "x") as fh:
                 write(fh)
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
-from .files import DiskFull, disk_full_message, is_disk_full, process_alive, process_start, reporting_disk_full
+from .files import process_alive, process_start, reporting_disk_full
 
 LOCK_NAME = "writer.lock"
 # What exps/main.sh writes into a new run folder before train.py starts (the code copy).
@@ -105,12 +105,11 @@ class WriterLock:
     def _create(self) -> bool:
         """Create the lock file atomically; False if it exists."""
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            with reporting_disk_full(self.path, "nothing was written"):
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             return False
-        except OSError as err:
-            if is_disk_full(err):
-                raise DiskFull(disk_full_message(self.path, "nothing was written")) from None
+        except OSError as err:                  # a full disk is DiskFull by now
             raise UserError(f"run folder {self.folder} is not writable: {err.strerror or err}") from None
         self.record = self._record()
         with reporting_disk_full(self.path, "nothing was written"):
@@ -237,10 +236,9 @@ def _make_folder(folder: Path) -> list[Path]:
             break
         probe = probe.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        if is_disk_full(err):
-            raise DiskFull(disk_full_message(folder, "nothing was written")) from None
+        with reporting_disk_full(folder, "nothing was written"):
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:                      # a full disk is DiskFull by now
         raise UserError(f"run folder {folder} is not writable: {err.strerror or err}") from None
     return created
 

@@ -56,11 +56,10 @@ def _even(a: np.ndarray) -> np.ndarray:
 
 
 def _out_of_space(folder: Path) -> bool:
-    try:
-        st = os.statvfs(folder)
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < 64 << 10          # a failed write leaves less than a block or so
+    from .files import free_bytes
+
+    free = free_bytes(folder)
+    return free is not None and free < 64 << 10           # a failed write leaves less than a block or so
 
 
 def _failed(path: Path, what: str):
