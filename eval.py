@@ -19,8 +19,9 @@ setting that changes its result, or --tag NAME:
     score-<checkpoint>-reverse_sde-steps<n>[-raw][-seed<seed>]
 The checkpoint is its file name without 'model.' and '.pt' (model.pt: latest; --checkpoint N,
 the snapshot snapshots/model.N.pt: stepN). A folder that already holds an evaluation is never
-overwritten without --overwrite. Real data come from the run's split (read from $DATA_DIR for
-volcano runs; superres loads the same split at the finer resolution). Field metrics.json
+overwritten without --overwrite. Real data come from the run's split (read from the folder the run's
+training read, which its run folder records; --data_dir or DATA_DIR to read another; superres loads
+the same split at the finer resolution). Field metrics.json
 gives each W1 with its multiple of the real-vs-real floor and the floor's 90% bootstrap
 interval (floor_<metric>_p05 / _p95).
 """
@@ -107,6 +108,10 @@ def parse_args(argv=None):
     p.add_argument("--fid_stats_dir", default=None,
                    help="fid with --dataset_name_cleanfid: the folder holding clean-fid's statistics file (default: "
                         "clean-fid's own stats folder; nothing is downloaded)")
+    p.add_argument("--data_dir", default=None,
+                   help="the data folder of the run's real data (volcano, MNIST / CIFAR-10, image folders); default: "
+                        "$DATA_DIR when you set it, else the folder the run's training read (recorded in its "
+                        "provenance.json and checkpoints)")
     p.add_argument("--no_ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--quiet", action="store_true",
@@ -187,7 +192,7 @@ def main(argv=None) -> int:
         from model_code import memory
 
         # Before the data set is rebuilt on the finer grid: a huge factor would try to allocate it.
-        memory.check_superres(cli.exp_name, cli.factor, cli.Ntest, cli.device, os.environ.get("DATA_DIR"))
+        memory.check_superres(cli.exp_name, cli.factor, cli.Ntest, cli.device, _data_folder(cli, Path(cli.exp_name)))
     if cli.mode == "fid" and not cli.fid_weights:
         raise UserError("--mode fid needs --fid_weights FILE: a local Inception feature extractor (TorchScript, "
                         "e.g. clean-fid's inception-2015-12-05.pt); Inception weights cannot be downloaded here")
@@ -209,6 +214,7 @@ def main(argv=None) -> int:
     check_applies(cli.mode, run_path, run.kind, run.process.name,
                   getattr(run.process, "data_levels", None) is not None)
     _warn_if_code_differs(run.state)
+    _data_folder(cli, run_path, run)
     from model_code.eval_modes import MODE_FUNCTIONS
 
     return MODE_FUNCTIONS[cli.mode](cli, run, ckpt, out_root)
@@ -226,6 +232,23 @@ def load(run_path: Path, cli):
         field = saved is None or saved[0] in FIELD_KINDS
         name = "model.w_total.pt" if field and (run_path / "model.w_total.pt").is_file() else "model.pt"
     return build.load_run(run_path, name, cli.device, use_ema=not cli.no_ema), name
+
+
+def _data_folder(cli, run_path: Path, run=None):
+    """The data folder of this evaluation (--data_dir, DATA_DIR set by the user, or the one the run's training
+    read): set on cli for the modes that load real data; with `run`, one line says which folder and why."""
+    import os
+
+    from model_code import build
+    from model_code.data import folder
+
+    record = folder.recorded(run_path, None if run is None else run.state)
+    cli.data_folder, source, cli.data_replaces_root = folder.for_evaluation(cli.data_dir, os.environ, record)
+    if run is not None and cli.mode != "score":
+        used = build.data_folder(run.cfg, cli.data_folder)
+        if used is not None:
+            print(f"eval.py: data: {used} ({source})", file=sys.stderr)
+    return cli.data_folder
 
 
 def _warn_if_code_differs(state: dict) -> None:

@@ -23,7 +23,8 @@
 # Variables read here
 # -------------------
 #   SAVEDIR           where run folders go      (default: <repo>/results)
-#   DATA_DIR          where the data lives      (default: <repo>/data)
+#   DATA_DIR          where the data lives      (default: <repo>/data; an evaluation reads
+#                     the folder its run's training recorded unless DATA_DIR was set)
 #   PYTHON            interpreter the launchers run (default: `python` on PATH)
 #   NO_VENV_ACTIVATE  set to 1 to never activate <repo>/.venv
 
@@ -47,6 +48,9 @@ fi
 # --- paths -----------------------------------------------------------------
 export SAVEDIR="${SAVEDIR:-${_fsd_repo_root}/results}"
 export DATA_DIR="${DATA_DIR:-${_fsd_repo_root}/data}"
+# The default, named: eval.py reads a run's data from the folder its training recorded unless the
+# caller chose DATA_DIR, and this default is no choice.
+export DATA_DIR_DEFAULT="${_fsd_repo_root}/data"
 # A relative value given by the caller is taken from the current directory and
 # made absolute, because the launchers change directory before starting Python.
 case "${SAVEDIR}" in /*) ;; *) SAVEDIR="${PWD}/${SAVEDIR}" ;; esac

@@ -35,8 +35,24 @@ def resolve_device(name: str) -> torch.device:
 
 
 # ----------------------------------------------------------------------- data
-def build_dataset(cfg, data_dir: Optional[str], resolution_factor: int = 1):
-    """The train / validation split (data.Dataset); `resolution_factor` > 1: the same split on a finer grid."""
+def data_folder(cfg, data_dir: Optional[str]) -> Optional[str]:
+    """The folder, made absolute, that build_dataset reads the config's data set from with `data_dir`
+    ($DATA_DIR); None for data that reads no folder (GRF, digits, the toy) or when none is given."""
+    from .data.folder import absolute
+
+    d = cfg.data
+    if d.dataset == "volcano":
+        return absolute(data_dir)
+    if d.dataset in IMAGE_DATASETS and d.dataset != "digits":
+        # mnist / cifar10 fall back to data/ as their loader does; an image folder has no default.
+        return absolute(d.root or data_dir or (None if d.dataset == "folder" else "data"))
+    return None
+
+
+def build_dataset(cfg, data_dir: Optional[str], resolution_factor: int = 1, replaces_root: bool = False):
+    """The train / validation split (data.Dataset); `resolution_factor` > 1: the same split on a finer grid.
+    replaces_root: `data_dir` is the very folder to read (an evaluation's --data_dir, or the folder the run
+    recorded), also for image data sets whose data.root would otherwise win."""
     from .data import load_dataset
 
     d = cfg.data
@@ -52,7 +68,7 @@ def build_dataset(cfg, data_dir: Optional[str], resolution_factor: int = 1):
                             resolution=(d.resolution or GRF_DEFAULT_RESOLUTION) * resolution_factor,
                             npad=d.npad * resolution_factor, split_seed=d.split_seed, alpha=d.grf_alpha,
                             tau=d.grf_tau)
-    root = d.root or data_dir
+    root = data_dir if replaces_root and data_dir is not None else d.root or data_dir
     return load_dataset(d.dataset, root=root, image_size=None if d.resolution is None else
                         d.resolution * resolution_factor, num_channels=d.channels, valid_fraction=d.val_size,
                         split_seed=d.split_seed, download=d.download, max_examples=d.max_examples)
@@ -374,6 +390,8 @@ def build_trainer(cfg, savedir, data_dir, dist=None, device=None, progress: bool
     per_unit = source.batches_per_epoch(t.batch_size) if unit == "epoch" else 1
     length = t.epochs if unit == "epoch" else t.steps
     meta = meta_of(cfg, parts)
+    # Every checkpoint remembers where its data came from, so an evaluation needs no DATA_DIR.
+    meta["data_dir"] = data_folder(cfg, data_dir)
     settings = LoopSettings(
         unit=unit, length=length, steps_per_unit=per_unit, batch_size=t.batch_size, log_interval=t.log_interval,
         record_interval=t.record_interval, checkpoint_interval=t.checkpoint_interval,

@@ -21,9 +21,13 @@ import re
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+try:
+    import torch  # noqa: E402
+except ModuleNotFoundError as missing:      # not the project's environment: say which to activate
+    from model_code.errors import exit_for_missing_module
+    exit_for_missing_module(missing, "convert_published_checkpoint.py")
 
 from model_code import files  # noqa: E402
 from model_code.errors import UserError, run_cli  # noqa: E402

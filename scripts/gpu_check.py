@@ -41,8 +41,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+try:
+    import numpy as np  # noqa: E402
+    import torch  # noqa: E402
+except ModuleNotFoundError as missing:      # not the project's environment: say which to activate
+    from model_code.errors import exit_for_missing_module
+    exit_for_missing_module(missing, "gpu_check.py")
 
 
 @dataclass

@@ -62,4 +62,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, str(REPO_ROOT))
+    from model_code.errors import run_cli
+
+    run_cli(main, "make_volcano.py")

@@ -54,7 +54,8 @@ def _volcano(data_dir=None, resolution=None, npad=0, val_size=0.1, split_seed=0,
     from .volcano import load_volcano
 
     if data_dir is None:
-        raise UserError("the volcano dataset needs a data folder (DATA_DIR in exps/env.sh or the environment)")
+        raise UserError("the volcano dataset needs a data folder (DATA_DIR in exps/env.sh or the environment; "
+                        "eval.py also takes --data_dir)")
     _check_max_examples(max_examples)
     train, valid = load_volcano(data_dir, resolution=resolution, npad=npad, val_size=val_size, seed=split_seed,
                                 max_files=max_examples)
