@@ -13,7 +13,8 @@ Each evaluation has its own folder under --savedir (default RUN/eval), named aft
 setting that changes its result, or --tag NAME:
     <mode>-<checkpoint>-<sampler>-<T<steps> | steps<levels>>[-smin<s>][-x<factor>][-raw][-seed<seed>]
         generate / superres of VE and interpolant runs, e.g. generate-w_total-annealed_langevin-T2;
-        levels runs use the sampler word levels-delta<delta>, toy runs reverse_sde-steps<n>
+        levels runs use the sampler word levels-delta<delta>, toy runs reverse_sde-steps<n>; GANO runs
+        generator-nfe1 (superres: generator-nfe1-x<factor>)
     elbo-<checkpoint>-delta<delta>-<split>[-n<n_images>][-raw][-seed<seed>]    e.g. elbo-latest-delta0.0125-valid
     fid|frechet-<checkpoint>-<sampler>-<steps word>[-smin<s>]-gen<N>[-train][-raw][-seed<seed>]
     score-<checkpoint>-reverse_sde-steps<n>[-raw][-seed<seed>]
@@ -23,7 +24,8 @@ overwritten without --overwrite. Real data come from the run's split (read from 
 training read, which its run folder records; --data_dir or DATA_DIR to read another; superres loads
 the same split at the finer resolution). Field metrics.json
 gives each W1 with its multiple of the real-vs-real floor and the floor's 90% bootstrap
-interval (floor_<metric>_p05 / _p95).
+interval (floor_<metric>_p05 / _p95); generate / superres also print w_total and the spectrum
+errors worded against their floors (a value at or below its floor reads "at the real-vs-real floor").
 """
 import argparse
 import json
@@ -236,7 +238,7 @@ def load(run_path: Path, cli):
 
 def _data_folder(cli, run_path: Path, run=None):
     """The data folder of this evaluation (--data_dir, DATA_DIR set by the user, or the one the run's training
-    read): set on cli for the modes that load real data; with `run`, one line says which folder and why."""
+    read): set on cli for the modes that load real data; with `run`, also the line that says which and why."""
     import os
 
     from model_code import build
@@ -244,10 +246,9 @@ def _data_folder(cli, run_path: Path, run=None):
 
     record = folder.recorded(run_path, None if run is None else run.state)
     cli.data_folder, source, cli.data_replaces_root = folder.for_evaluation(cli.data_dir, os.environ, record)
-    if run is not None and cli.mode != "score":
-        used = build.data_folder(run.cfg, cli.data_folder)
-        if used is not None:
-            print(f"eval.py: data: {used} ({source})", file=sys.stderr)
+    used = None if run is None else build.data_folder(run.cfg, cli.data_folder)
+    # Said where the real data are read (eval_modes), not before a refusal that reads none.
+    cli.data_note = None if used is None else f"eval.py: data: {used} ({source})"
     return cli.data_folder
 
 

@@ -17,7 +17,8 @@ features of generated and real images,
 
 and its real-vs-real floor is the same distance between two disjoint random halves of the
 real set (metrics.split_halves). Both are biased upwards at small sample sizes, so compare a
-number with a floor computed from sets of about the same size.
+number with a floor computed from sets of about the same size. frechet_summary adds their
+sampling spread: bootstrap 90% intervals (fid.frechet_interval, fid.frechet_floor_interval).
 
 Images of another size or channel count are made 8 x 8 grey first: mean over the channels,
 then area averaging (adaptive average pooling) to 8 x 8, then clamping to [0, 1]. The
@@ -26,7 +27,6 @@ structural comparison, not a calibrated score.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -172,13 +172,9 @@ def features(images: torch.Tensor, batch_size: int = 4096, cache_dir=None) -> to
 
 
 def _frechet_of_features(a: torch.Tensor, b: torch.Tensor) -> float:
-    from .fid import feature_statistics, frechet_distance
+    from .fid import frechet_of_features
 
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    mu1, s1 = feature_statistics(a)
-    mu2, s2 = feature_statistics(b)
-    return frechet_distance(mu1, s1, mu2, s2)
+    return frechet_of_features(a, b)
 
 
 def frechet_digits(generated: torch.Tensor, real: torch.Tensor, cache_dir=None) -> float:
@@ -199,3 +195,29 @@ def frechet_floor(real: torch.Tensor, seed: int = 0, cache_dir=None) -> float:
     a, b = split_halves(len(real), seed)
     f = features(real, cache_dir=cache_dir)
     return _frechet_of_features(f[a], f[b])
+
+
+def frechet_summary(generated: torch.Tensor, real: torch.Tensor, seed: int = 0, cache_dir=None,
+                    n_resamples: Optional[int] = None) -> dict:
+    """frechet and frechet_floor (the values frechet_digits and frechet_floor(real, seed) give) with their
+    sampling spread, from one pass of the classifier over each set.
+
+    frechet_p05 / frechet_p95: fid.frechet_interval over the generated and real features;
+    frechet_floor_p05 / _p95: fid.frechet_floor_interval over the real features; both percentile
+    bootstraps draw from one torch generator seeded with `seed` (n_resamples: default
+    fid.FRECHET_RESAMPLES).
+    """
+    from .fid import FRECHET_RESAMPLES, frechet_floor_interval, frechet_interval
+    from .metrics import split_halves
+
+    n_resamples = FRECHET_RESAMPLES if n_resamples is None else int(n_resamples)
+    generated = torch.as_tensor(generated)
+    finite = torch.isfinite(generated.reshape(len(generated), -1)).all(dim=1)
+    fake, f_real = features(generated[finite], cache_dir=cache_dir), features(real, cache_dir=cache_dir)
+    a, b = split_halves(len(real), seed)
+    floor = _frechet_of_features(f_real[a], f_real[b])
+    g = torch.Generator().manual_seed(int(seed))
+    lo, hi = frechet_interval(fake, f_real, g, n_resamples)
+    floor_lo, floor_hi = frechet_floor_interval(f_real, floor, g, n_resamples)
+    return {"frechet": _frechet_of_features(fake, f_real), "frechet_p05": lo, "frechet_p95": hi,
+            "frechet_floor": floor, "frechet_floor_p05": floor_lo, "frechet_floor_p95": floor_hi}

@@ -6,7 +6,9 @@ resolution), and metrics.json holds the W1 distances of the per-sample statistic
 of the validation split, each with its multiple of the real-vs-real floor and the floor's
 90% bootstrap interval, and the power-spectrum errors (spectrum.py; superres splits them at the
 training grid's Nyquist wavenumber). Image runs (any process): generate writes the samples and a grid.
-plot draws the figures of every field evaluation under a folder (or of the one named).
+plot draws the figures of every field evaluation under a folder (or of the one named); real_vs_generated
+and final_stats are titled with the headline numbers (metrics.headline: w_total and the spectrum errors,
+each worded against its floor by metrics.floor_caption).
 """
 from __future__ import annotations
 
@@ -47,17 +49,18 @@ def evaluation_name(mode: str, checkpoint_name: str, sampler: str, n_sigmas: int
 
 def generate_name(mode: str, checkpoint_name: str, options: dict, factor: int = 1, sigma_min=None,
                   ema: bool = True, seed: int = DEFAULT_SEED) -> str:
-    """evaluation_name for any process: levels and toy runs put their sampler word (delta, steps) in
-    place of the sampler grid, e.g. generate-latest-levels-delta0.0125."""
+    """evaluation_name for any process: levels, toy and GANO runs put their sampler word (delta, steps, nfe1)
+    in place of the sampler grid, e.g. generate-latest-levels-delta0.0125, superres-latest-generator-nfe1-x2."""
     from .build import sampler_label
 
     sampler, word = sampler_label(options)
     if "sigmas" in options:
         return evaluation_name(mode, checkpoint_name, sampler, len(options["sigmas"]), options, factor, sigma_min,
                                ema, seed)
-    parts = [mode, checkpoint_word(checkpoint_name), sampler, word] + (["raw"] if not ema else []) + (
-        [f"seed{seed}"] if seed != DEFAULT_SEED else [])
-    return "-".join(parts)
+    parts = [mode, checkpoint_word(checkpoint_name), sampler, word]
+    if mode == "superres":               # GANO (generator-nfe1): each factor its own folder, as for the others
+        parts.append(f"x{factor}")
+    return finish_name(parts, ema, seed)
 
 
 def sample_fields(cli, run, real: torch.Tensor, options: dict, factor: int, name: str, ckpt: str, n: int,
@@ -192,9 +195,10 @@ def plot(out: Path, tag=None) -> int:
             else:
                 drawn.remove("spectrum")
             if "real_examples" in data.files:     # evaluations written before it kept no real fields
-                caption = plotting.floor_caption(values, "w_total") if "w_total" in values else ""
+                caption = plotting.headline(values, sep="\n")
                 plotting.plot_real_vs_generated(data["real_examples"], samples, folder / "real_vs_generated",
-                                                kind=kind, title=f"{folder.name} ({mode} at {res}): {caption}")
+                                                kind=kind, title=f"{folder.name} ({mode} at {res})" + (
+                                                    f"\n{caption}" if caption else ""))
             else:
                 drawn.remove("real_vs_generated")
         print(f"wrote figures to {folder}: {', '.join(drawn)} (.png/.pdf)")
@@ -206,7 +210,7 @@ def plot(out: Path, tag=None) -> int:
 
 def spectrum_caption(values: dict) -> str:
     """The spectrum errors of a metrics row with their floors, one line per band range."""
-    from .plotting import floor_caption
+    from .metrics import floor_caption
     from .spectrum import ERROR_NAMES
 
     lines = [floor_caption(values, name) for name in ERROR_NAMES if name in values]

@@ -10,7 +10,8 @@ generated images against the run's real images or clean-fid reference statistics
 user's TorchScript Inception (--fid_weights; nothing is downloaded). It needs clean-fid and
 torchvision (.venv-vision).
 frechet: the Frechet distance in the features of the small digits classifier
-(digits_classifier.py), with its real-vs-real floor (two disjoint halves of the real set).
+(digits_classifier.py), with its real-vs-real floor (two disjoint halves of the real set) and
+the 90% bootstrap interval of each (frechet_p05 / _p95, frechet_floor_p05 / _p95).
 Both come from --Ntest (--num_gen) samples with seeds --seed + k, for any process.
 
 Each also writes one line, as the inverse-heat code's evaluation logs do, to <mode>_log.txt
@@ -93,9 +94,22 @@ def log_line(mode: str, checkpoint, value: float) -> str:
     return f"{checkpoint} {LOG_WORDS[mode]}: {float(value)!r}"
 
 
-def frechet(fake: torch.Tensor, real: torch.Tensor, seed: int = 0) -> dict:
-    from .digits_classifier import frechet_digits, frechet_floor
+def frechet(fake: torch.Tensor, real: torch.Tensor, seed: int = 0, n_resamples=None) -> dict:
+    """frechet, frechet_floor and their 90% bootstrap intervals (digits_classifier.frechet_summary), n_real,
+    n_nonfinite."""
+    from .digits_classifier import frechet_summary
 
     finite = torch.isfinite(fake.reshape(len(fake), -1)).all(1)
-    return {"frechet": frechet_digits(fake, real), "frechet_floor": frechet_floor(real, seed),
-            "n_real": len(real), "n_nonfinite": int((~finite).sum())}
+    return {**frechet_summary(fake, real, seed, n_resamples=n_resamples), "n_real": len(real),
+            "n_nonfinite": int((~finite).sum())}
+
+
+def frechet_interval_note(n_resamples=None) -> str:
+    """What frechet_p05 / _p95 and frechet_floor_p05 / _p95 are, for metrics.json."""
+    from .fid import FRECHET_RESAMPLES
+
+    n = FRECHET_RESAMPLES if n_resamples is None else int(n_resamples)
+    return (f"frechet_p05 / _p95: 5th / 95th percentiles of the Frechet distance over {n} bootstrap resamples of "
+            f"the generated and the real features, moved to centre on the value (the resamples' extra upward "
+            f"bias taken out): its spread over other seeds and real sets of these sizes; frechet_floor_p05 / "
+            f"_p95: the same for the real-vs-real floor over {n} resamples of the real features split into halves")

@@ -6,7 +6,6 @@ without --overwrite.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -38,6 +37,8 @@ def _table(cli, run, out: Path):
 def _evaluate(cli, out: Path, compute, run=None) -> int:
     """Hold `out` while compute() -> (summary, arrays, npz name, after) runs and its results are written;
     after(out) draws figures. An existing result was refused before any work and is refused again here.
+    Prints the metrics as JSON, then the headline numbers against their floors on one line
+    (metrics.headline: w_total, the spectrum errors, frechet; none for the other modes).
     With --experiment_name the metrics also go to that results table (results_table.py)."""
     from . import files, results_table, run_dir
     from .eval_common import refuse_existing, write_evaluation
@@ -50,9 +51,15 @@ def _evaluate(cli, out: Path, compute, run=None) -> int:
         refuse_existing(out, cli.overwrite, announce=False)
         summary, arrays, npz, after = compute()
         write_evaluation(out, summary, arrays, npz, after)
+    from .metrics import headline
+
     values = summary.get("metrics", {})
     print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in values.items()
                       if not isinstance(v, (list, dict))}))
+    # The JSON's bare *_x_floor multiples read as scores; this line words them against the floor.
+    numbers = headline(values)
+    if numbers:
+        print(f"{cli.mode}: {numbers}")
     print(f"wrote {out / npz} and {out / 'metrics.json'}")
     if table is not None:
         path = results_table.add_result(table[0], cli.mode, table[1], {**summary.get("metrics", {}),
@@ -91,7 +98,10 @@ def _batch(cli, run, shape, options: dict, n: int) -> tuple:
 
 
 def _split(cli, run, factor: int = 1, split: str | None = None):
-    data = build.build_dataset(run.cfg, os.environ.get("DATA_DIR"), factor)
+    if getattr(cli, "data_note", None):
+        print(cli.data_note, file=sys.stderr)
+        cli.data_note = None                    # once, however many splits a mode reads
+    data = build.build_dataset(run.cfg, cli.data_folder, factor, cli.data_replaces_root)
     if (split or cli.dataset_split) == "train":
         return data.train, data.train_labels if run.cfg.data.conditional else None
     return data.valid, data.valid_labels if run.cfg.data.conditional else None
@@ -218,12 +228,13 @@ def fid(cli, run, ckpt: str, out_root: Path) -> int:
 
 
 def frechet(cli, run, ckpt: str, out_root: Path) -> int:
-    from .eval_images import frechet as frechet_of
+    from .eval_images import frechet as frechet_of, frechet_interval_note
 
     note = {} if run.cfg.data.dataset == "digits" else {
         "note": "the classifier knows scikit-learn's 8x8 digits only: a rough structural comparison here"}
     return _sample_metric(cli, run, ckpt, out_root,
-                          lambda fake, real, batch: {**frechet_of(fake, real, seed=run.cfg.seed), **note})
+                          lambda fake, real, batch: {**frechet_of(fake, real, seed=run.cfg.seed), **note},
+                          extra={"frechet_interval": frechet_interval_note()})
 
 
 # ------------------------------------------------------------------------ score (toy)

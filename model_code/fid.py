@@ -2,7 +2,9 @@
 
 frechet_distance is |mu_1 - mu_2|^2 + tr(S_1 + S_2 - 2 (S_1 S_2)^{1/2}) between two Gaussians,
 the project's one implementation of it (digits_classifier.py's Frechet distance uses it, and it is
-tested against direct formulas).
+tested against direct formulas). frechet_interval and frechet_floor_interval give the sampling
+spread of a Frechet distance between feature sets and of its real-vs-real floor (percentile
+bootstraps, seeded torch generator).
 
 FID (eval.py --mode fid) is clean-fid's (Parmar et al. 2022), so that its numbers compare with
 clean-fid's published ones: the images are quantised to 8 bits (as a saved PNG is; grey images
@@ -55,6 +57,75 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 def feature_statistics(features: torch.Tensor):
     f = features.double().cpu().numpy()
     return f.mean(0), np.cov(f, rowvar=False)
+
+
+def frechet_of_features(a, b) -> float:
+    """frechet_distance between Gaussians fitted to two feature sets (N, F); NaN when either has fewer than 2 rows."""
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    return frechet_distance(*feature_statistics(torch.as_tensor(a)), *feature_statistics(torch.as_tensor(b)))
+
+
+# The sampling spread of a Frechet distance: a bootstrap (resamples, percentiles reported).
+FRECHET_RESAMPLES = 200
+FRECHET_PERCENTILES = (5, 95)
+
+
+def _spread(draws: list, estimate: float) -> tuple:
+    """FRECHET_PERCENTILES of the bootstrap draws moved so that their mean is `estimate`.
+
+    A resample repeats rows (about 63% of them distinct), so its covariances are noisier and its
+    distance carries the estimator's upward bias a second time: the raw percentiles sit above the
+    estimate. Taking out that shift (the bootstrap's bias estimate, the mean of the draws minus the
+    estimate) leaves the spread of the number itself.
+    """
+    draws = np.asarray(draws, dtype=np.float64)
+    if not len(draws) or not np.isfinite(draws).all() or not np.isfinite(estimate):
+        return float("nan"), float("nan")
+    shifted = np.maximum(draws - (draws.mean() - estimate), 0.0)     # a distance is never negative
+    return tuple(float(v) for v in np.percentile(shifted, FRECHET_PERCENTILES))
+
+
+def frechet_interval(a, b, generator: torch.Generator, n_resamples: int = FRECHET_RESAMPLES) -> tuple:
+    """90% interval (5th, 95th percentile) of the Frechet distance between feature sets a and b.
+
+    Each of n_resamples bootstrap resamples draws len(a) rows of `a` and len(b) rows of `b` with
+    replacement (indices from `generator`, so the interval is reproducible); the interval is the
+    percentiles of their distances, moved to centre on frechet_of_features(a, b) (_spread). It is
+    the range the number scatters over for fresh generated and real sets of the same sizes (another
+    seed, another real split), which shrinks like 1 / sqrt(n). Where n is large next to the feature
+    dimension (the bias, of order dim / n, is small against that spread) it also holds the distance
+    between the two underlying distributions about 90% of the time. (NaN, NaN) below 2 rows.
+    """
+    a, b = torch.as_tensor(a).double().cpu(), torch.as_tensor(b).double().cpu()
+    if len(a) < 2 or len(b) < 2:
+        return float("nan"), float("nan")
+    draws = []
+    for _ in range(int(n_resamples)):
+        ia = torch.randint(len(a), (len(a),), generator=generator)
+        ib = torch.randint(len(b), (len(b),), generator=generator)
+        draws.append(frechet_of_features(a[ia], b[ib]))
+    return _spread(draws, frechet_of_features(a, b))
+
+
+def frechet_floor_interval(real, floor: float, generator: torch.Generator,
+                           n_resamples: int = FRECHET_RESAMPLES) -> tuple:
+    """90% interval of the real-vs-real floor `floor` (the distance between two disjoint halves of `real`).
+
+    Each resample draws len(real) rows with replacement and takes the distance between its first
+    and second len(real) // 2 rows, as the floor does between the halves; the percentiles are moved
+    to centre on `floor` (_spread): the range of floors a real set of this size gives. (NaN, NaN)
+    below 4 rows.
+    """
+    real = torch.as_tensor(real).double().cpu()
+    half = len(real) // 2
+    if half < 2:
+        return float("nan"), float("nan")
+    draws = []
+    for _ in range(int(n_resamples)):
+        idx = torch.randint(len(real), (2 * half,), generator=generator)
+        draws.append(frechet_of_features(real[idx[:half]], real[idx[half:]]))
+    return _spread(draws, floor)
 
 
 # ----------------------------------------------------------------------------- FID through clean-fid

@@ -12,7 +12,7 @@ import torch
 def _fields(kind, samples, path, title, values):
     from . import plotting
 
-    caption = plotting.floor_caption(values, "w_total") if values else ""
+    caption = plotting.headline(values) if values else ""
     plotting.plot_fields(samples, path, kind=kind, suptitle=f"{title}: {caption}" if caption else title)
 
 

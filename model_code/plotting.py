@@ -14,6 +14,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .files import atomic_write  # noqa: E402
+# The wording of a value against its floor lives in metrics.py, where the log lines (no matplotlib) reach it.
+from .metrics import floor_caption, headline  # noqa: E402,F401
 
 PHASE_CMAP = "twilight"
 REAL_CMAP = "viridis"
@@ -76,7 +78,13 @@ def plot_real_vs_generated(real, generated, path, kind="phase", n: int = 4, titl
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         style = dict(style, vmin=lo, vmax=hi if hi > lo else lo + 1.0)
     cols = max(len(real_img), len(gen_img), 1)
-    fig, axes = plt.subplots(2, cols, figsize=(2.1 * cols + 0.8, 4.5), squeeze=False)
+    # A title of several lines (the headline numbers) gets its own band above the fields, made before the
+    # colour bar takes its share of the axes' space.
+    title_band = 0.17 * (title.count("\n") + 1) + 0.1 if title else 0.0
+    height = 4.5 + title_band
+    fig, axes = plt.subplots(2, cols, figsize=(2.1 * cols + 0.8, height), squeeze=False)
+    if title:
+        fig.subplots_adjust(top=1.0 - (title_band + 0.15) / height)
     im = None
     for row, (images, label) in enumerate(((real_img, "real (validation)"), (gen_img, "generated"))):
         for c in range(cols):
@@ -103,30 +111,13 @@ def plot_matrix(m, path, title="", exts=("png", "pdf")):
     return save(fig, path, exts)
 
 
-def floor_caption(values: dict, name: str) -> str:
-    """'w_total 0.12 = 0.80x floor (floor 0.15, 90% interval 0.09-0.22)' from a metrics row.
-
-    Uses the keys <name>, <name>_x_floor, floor_<name>, floor_<name>_p05 / _p95 that are
-    present (older rows without the interval give the shorter forms).
-    """
-    text = f"{name} {values[name]:.3g}"
-    if f"{name}_x_floor" in values:
-        text += f" = {values[name + '_x_floor']:.2f}x floor"
-    floor = values.get(f"floor_{name}")
-    lo, hi = values.get(f"floor_{name}_p05"), values.get(f"floor_{name}_p95")
-    if floor is not None and lo is not None and hi is not None:
-        text += f" (floor {floor:.3g}, 90% interval {lo:.3g}-{hi:.3g})"
-    elif floor is not None:
-        text += f" (floor {floor:.3g})"
-    return text
-
-
 def plot_stat_histograms(real: dict, generated: dict, metrics: dict, path, kind="phase",
                          title=None, exts=("png", "pdf")):
     """Real vs generated per-sample variance and skewness (final_stats).
 
-    Each panel's title gives its W1, the multiple of the real-vs-real floor and the floor's
-    bootstrap interval (floor_caption); the suptitle adds w_total's.
+    Each panel's title gives its W1 against the real-vs-real floor and the floor's bootstrap
+    interval (metrics.floor_caption); the suptitle adds the headline numbers (metrics.headline:
+    w_total and, where the row has them, the spectrum errors), one per line.
     """
     names = ("circular variance", "circular skewness") if kind == "phase" else ("variance", "skewness")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -140,8 +131,9 @@ def plot_stat_histograms(real: dict, generated: dict, metrics: dict, path, kind=
         ax.hist(g, bins=bins, alpha=0.55, density=True, label=f"generated (n={len(g)})")
         ax.set_title(f"{name} (W1 of the per-sample values)\n{floor_caption(metrics, wkey)}", fontsize=8)
         ax.legend(fontsize=8)
-    if "w_total" in metrics:
-        title = f"{title}\n{floor_caption(metrics, 'w_total')}" if title else floor_caption(metrics, "w_total")
+    numbers = headline(metrics, sep="\n")
+    if numbers:
+        title = f"{title}\n{numbers}" if title else numbers
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -99,7 +99,10 @@ def test_caption_gives_ratio_floor_and_interval():
     values = {"w_total": 0.12, "w_total_x_floor": 0.8, "floor_w_total": 0.15, "floor_w_total_p05": 0.09,
               "floor_w_total_p95": 0.22}
     assert plotting.floor_caption(values, "w_total") == \
-        "w_total 0.12 = 0.80x floor (floor 0.15, 90% interval 0.09-0.22)"
+        "w_total 0.12: at the real-vs-real floor (floor 0.15, 90% interval 0.09-0.22)"
+    values = {**values, "w_total": 0.45, "w_total_x_floor": 3.0}
+    assert plotting.floor_caption(values, "w_total") == \
+        "w_total 0.45 = 3x floor (floor 0.15, 90% interval 0.09-0.22)"
     assert plotting.floor_caption({"w_var": 0.5}, "w_var") == "w_var 0.5"
 
 
