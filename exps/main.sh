@@ -64,7 +64,7 @@ case "${NAME}" in
     ""|.|..|-*|*/*|*" "*) die "bad experiment name '${NAME}' (no '/', spaces or leading '-')" ;;
 esac
 
-# The config files: every argument after the name that ends in .json / .yaml / .yml (merged in
+# The config files: every argument after the name that ends in .json / .yaml / .yml / .py (merged in
 # order by train.py); each absolute, or relative to the cwd, or relative to exps/.
 CONFIGS=()
 resolve_config() {
@@ -73,6 +73,17 @@ resolve_config() {
         echo "$(cd "$(dirname "${f}")" && pwd)/$(basename "${f}")"
     elif [ "${f#/}" = "${f}" ] && [ -f "${EXPS_DIR}/${f}" ]; then
         echo "$(cd "$(dirname "${EXPS_DIR}/${f}")" && pwd)/$(basename "${f}")"
+    elif [ "${f%.py}" != "${f}" ]; then
+        # The heat paper's configs/<set>/*.py are .yaml files here (train.py maps them the same way).
+        local y
+        for y in "${f%.py}.yaml" "${f%.py}.yml" "${f%.py}.json"; do
+            if [ -f "${y}" ] || { [ "${y#/}" = "${y}" ] && [ -f "${EXPS_DIR}/${y}" ]; }; then
+                echo "main.sh: note: ${f} is ${y} here" >&2
+                resolve_config "${y}"
+                return
+            fi
+        done
+        die "config file '${f}' not found (looked in $(pwd) and ${EXPS_DIR}; the configs here are .yaml / .json)"
     else
         die "config file '${f}' not found (looked in $(pwd) and ${EXPS_DIR})"
     fi
@@ -80,7 +91,7 @@ resolve_config() {
 CONFIGS+=("$(resolve_config "${JSON}")")
 while [ "$#" -gt 0 ]; do
     case "$1" in
-        *.json|*.yaml|*.yml) CONFIGS+=("$(resolve_config "$1")"); shift ;;
+        *.json|*.yaml|*.yml|*.py) CONFIGS+=("$(resolve_config "$1")"); shift ;;
         *) break ;;
     esac
 done

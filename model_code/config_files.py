@@ -2,7 +2,9 @@
 
 A YAML or JSON syntax error names the file, line and column; a wrong key or type names the
 file, or the command line and the `key=value` argument as typed, with "did you mean" for a
-misspelt key. Used by config.py for every system.
+misspelt key. A config file that is not there gets "did you mean" with the closest existing
+config files, and resolve_path reads the inverse-heat code's `X.py` names as the `X.yaml` here.
+Used by config.py for every system.
 """
 from __future__ import annotations
 
@@ -77,7 +79,7 @@ def load_yaml(path):
     from omegaconf.errors import OmegaConfBaseException
 
     if not Path(path).is_file():
-        raise UserError(f"config file not found: {path}")
+        raise UserError(missing_file_message(path))
     try:
         conf = OmegaConf.load(path)
     except (yaml.YAMLError, OSError, UnicodeDecodeError, OmegaConfBaseException) as err:
@@ -236,7 +238,9 @@ def read_file(path) -> dict:
     """A JSON or YAML config file as a plain dict, comment keys ('_...') dropped."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file not found: {path}")
+        raise UserError(missing_file_message(path))
+    if path.suffix == ".py":
+        raise UserError(python_config_message(path))
     if path.suffix in (".yaml", ".yml"):
         from omegaconf import OmegaConf
 
@@ -253,3 +257,95 @@ def read_file(path) -> dict:
         if not isinstance(data, dict):
             raise UserError(f"config file {path} must hold a mapping of key: value")
     return {k: v for k, v in data.items() if not str(k).startswith(COMMENT_PREFIX)}
+
+
+# ============================================================================ which file a path means
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+# Where the shipped configs live, relative to the repository: the candidates of "did you mean".
+_REPO = Path(__file__).resolve().parents[1]
+_SHIPPED = ("configs", "exps/json")
+
+
+def _stand_ins(path: Path) -> list:
+    """X.yaml / X.yml / X.json beside X.<anything> that exist, spelt from `path` as typed."""
+    return [path.with_suffix(s) for s in CONFIG_SUFFIXES if path.with_suffix(s).is_file()]
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it here: relative to the working directory when below it."""
+    import os
+
+    try:
+        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd().resolve()) else str(path)
+    except (OSError, ValueError):
+        return str(path)
+
+
+def _stem(p) -> str:
+    # Suffixes say nothing about which experiment is meant (the heat code's X.py is X.yaml here).
+    return str(Path(p).with_suffix("")) if Path(p).suffix else str(p)
+
+
+def close_config_files(path, n: int = 3) -> list:
+    """The existing config files whose names are closest to the missing `path`, best first: the shipped
+    ones (configs/, exps/json/) by their path or their name, and those in the folder `path` names by
+    their name; spelt as the user would type them."""
+    path = Path(path)
+    shipped = {f.resolve(): _shown(f) for folder in _SHIPPED for f in sorted((_REPO / folder).rglob("*"))
+               if f.suffix in CONFIG_SUFFIXES and f.is_file()}
+    beside = {}
+    if path.parent.is_dir():
+        # Spelt from the folder as typed.
+        beside = {f.resolve(): str(f) for f in sorted(path.parent.iterdir())
+                  if f.suffix in CONFIG_SUFFIXES and f.is_file()}
+
+    def ratio(a, b) -> float:
+        return difflib.SequenceMatcher(None, _stem(a), _stem(b)).ratio()
+
+    scored = []
+    for key, shown in {**shipped, **beside}.items():
+        by_name, by_path = ratio(Path(shown).name, path.name), ratio(shown, _shown(path) if key in shipped else path)
+        # Beside the missing file every name shares the folder, which makes no likeness: there the name decides.
+        score = max(by_name, by_path) if key in shipped else by_name
+        if score >= 0.6:                        # difflib.get_close_matches' own threshold
+            scored.append((-score, -by_path, shown))
+    scored.sort()
+    # Far below the best match a name is only like it in its folder's name (exps/json/ci.json for quickstrat.json).
+    return [shown for score, _, shown in scored[:n] if score <= scored[0][0] + 0.1]
+
+
+def missing_file_message(path) -> str:
+    close = close_config_files(path)
+    hint = " or ".join(close) if len(close) < 3 else ", ".join(close[:-1]) + " or " + close[-1]
+    return f"config file not found: {path}" + (f" (did you mean {hint}?)" if close else "")
+
+
+def python_config_message(path) -> str:
+    """Why an existing .py config is refused, and the file to give instead where there is one."""
+    path = Path(path)
+    head = f"config file {path} is Python code, which is not run here (the inverse-heat code's configs are YAML here)"
+    options = _stand_ins(path) or [p for p in map(Path, close_config_files(path)) if _stem(p.name) == _stem(path.name)]
+    if options:
+        return f"{head}: use --config {options[0]}"
+    return f"{head}: write its settings as a YAML or JSON file (every key: docs/config.md)"
+
+
+def resolve_path(path) -> tuple:
+    """(the config file that `path` means, a note or None); a UserError when there is none.
+
+    A missing X.py with exactly one of X.yaml / X.yml / X.json beside it is that file: the
+    inverse-heat code's command lines name its Python configs, whose settings are the YAML files
+    here. An existing .py file is refused (Python configs are code and are not read).
+    """
+    path = Path(path)
+    if path.is_file():
+        if path.suffix == ".py":
+            raise UserError(python_config_message(path))
+        return str(path), None
+    if path.suffix == ".py":
+        stand_ins = _stand_ins(path)
+        if len(stand_ins) == 1:
+            return str(stand_ins[0]), f"{path} is {stand_ins[0]} here"
+        if stand_ins:
+            raise UserError(f"config file not found: {path} (give one of {' or '.join(map(str, stand_ins))})")
+    raise UserError(missing_file_message(path))

@@ -58,3 +58,37 @@ def test_links_in_readme_and_docs_exist():
             if not (doc.parent / target).exists() and not (ROOT / target).exists():
                 missing.append(f"{doc.relative_to(ROOT)} -> {target}")
     assert not missing, "\n".join(missing)
+
+
+def _train_py(*args):
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_train_help_is_short_flags_common_keys_and_where_every_key_is():
+    import train
+    from model_code import config
+
+    out = _train_py("--help")
+    assert out.returncode == 0 and out.stderr == ""
+    lines = out.stdout.splitlines()
+    assert len(lines) < 60 and len(out.stdout) < 6000, (len(lines), len(out.stdout))
+    for flag in ("--config", "--cfg", "--savedir", "--workdir", "--quiet", "--help-config"):
+        assert flag in out.stdout, flag
+    defaults = {name: default for name, typ, default, _ in config.field_help()}
+    for key in train.COMMON_KEYS:
+        (line,) = [line for line in lines if line.startswith(f"  {key} ")]
+        assert key in config.SCHEMA_KEYS and line.endswith(f"[default {defaults[key]}]"), line
+    assert lines[-1] == "every key, and the older spellings accepted: python train.py --help-config (or docs/config.md)"
+
+
+def test_train_help_config_lists_every_key_as_docs_config_md_does():
+    from model_code import config
+
+    out = _train_py("--help-config")
+    assert out.returncode == 0 and out.stderr == ""
+    text = (ROOT / "docs" / "config.md").read_text()
+    for name, typ, default, _ in config.field_help():
+        if typ != "group":
+            assert f"  {name} " in out.stdout and f"[default {default}]" in out.stdout, name
+            assert f"`{name}`" in text, name
+    assert "--config X.py reads the X.yaml" in out.stdout
