@@ -19,6 +19,7 @@ that passes may still run out of memory; one that is refused could not have fitt
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -322,3 +323,54 @@ def describe_bytes(n: int) -> str:
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n} B"
+
+
+# ============================================================================ after the first steps
+# A run holding more than this share of the memory that was free at its start leaves no room for a job
+# beside it (or for its own later peaks: validation, checkpoints): say so while the user can still act.
+TIGHT_SHARE = 0.8
+
+
+def peak_bytes(device) -> Optional[int]:
+    """The most this process has held so far: CUDA's peak allocation on a GPU, else the peak resident size
+    (getrusage; kilobytes on Linux); None where neither can be read."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    if device.type != "cpu":
+        return None
+    try:
+        import resource
+    except ImportError:                 # not a Unix
+        return None
+    scale = 1 if sys.platform == "darwin" else 1024      # macOS reports bytes
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+
+
+def held_bytes(device) -> Optional[int]:
+    """What this process holds now: CUDA's allocation on a GPU, else the resident size (/proc/self/statm;
+    where it cannot be read, the peak so far, which only makes the growth after it smaller)."""
+    import os
+
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return peak_bytes(device)
+
+
+def tight_memory_note(peak: Optional[int], free_at_start: Optional[int], device) -> Optional[str]:
+    """One line when the measured peak takes more than TIGHT_SHARE of the memory free at the start, else None."""
+    if peak is None or not free_at_start or peak <= TIGHT_SHARE * free_at_start:
+        return None
+    where = "this machine" if str(device) == "cpu" else str(device)
+    return (f"this run holds {describe_bytes(peak)} after its first steps, {peak / free_at_start:.0%} of the "
+            f"{describe_bytes(free_at_start)} {where} had free at its start: beside another job it may be killed "
+            f"for memory; lower train.batch_size or data.resolution, or run it where there is more memory "
+            f"(a GPU-sized config: see README.org for its CPU-sized form)")

@@ -7,9 +7,11 @@ unit longer than `within` seconds (5 minutes) also gets a line every `within` se
 from inside it; every validation round gets its own line with its metrics:
 
     [12:03:10] train epoch 3/100 (step 120) loss 0.4312 | 52.1 samples/s | elapsed 0:01:02 | ETA 0:31:10
-    [12:03:12] validation epoch 3: w_var 0.0123 w_skew 0.0456 w_total 0.0579 (0.91x floor)
+    [12:03:12] validation epoch 3: w_var 0.0123 = 1.12x floor (floor 0.011); ...; w_total 0.0579: at the real-vs-real floor (floor 0.0636)
 
-`enabled_for(quiet, is_main)` says whether a process should print them at all.
+With a time limit (train.max_minutes) the ETA is to the limit where that comes first, marked
+"ETA 0:03:12 (max_minutes)". `enabled_for(quiet, is_main)` says whether a process should print
+them at all.
 """
 from __future__ import annotations
 
@@ -37,12 +39,36 @@ def _value(v) -> str:
     return str(v)
 
 
+def remaining(elapsed: float, done: int, left: int, limit: float | None = None) -> tuple[float, bool]:
+    """Seconds to the end of the `left` units still to do at the pace of the `done` ones (`elapsed`
+    seconds), or to the time limit `limit` (seconds from the same start) where that comes first;
+    and whether it is the limit."""
+    if left <= 0:
+        return 0.0, False
+    pace = elapsed / done * left if done > 0 else math.inf
+    if limit is not None and limit - elapsed < pace:
+        return max(0.0, limit - elapsed), True
+    return pace, False
+
+
+def steps_within(seconds_per_step: float, seconds_left: float, steps_left: int) -> int:
+    """How many of `steps_left` steps of `seconds_per_step` run before a time limit `seconds_left`
+    away: the loop stops after the first step that ends past it, so that one counts too."""
+    if not (seconds_per_step > 0 and math.isfinite(seconds_per_step)):
+        return steps_left
+    return min(steps_left, math.floor(max(seconds_left, 0.0) / seconds_per_step) + 1)
+
+
 class LogLines:
-    """Progress of `total` units (epochs or steps) starting at `done`; prints to `stream`."""
+    """Progress of `total` units (epochs or steps) starting at `done`; prints to `stream`. limit_seconds:
+    the loop stops that long after this object is made (train.max_minutes), and the ETA is to
+    whichever comes first, the last unit or the limit (then marked "(max_minutes)")."""
 
     def __init__(self, what: str, unit: str, total: int, done: int = 0, enabled: bool = True,
-                 every: float = 60.0, within: float = 300.0, stream=None, clock=time.monotonic):
+                 every: float = 60.0, within: float = 300.0, stream=None, clock=time.monotonic,
+                 limit_seconds: float | None = None):
         self.what, self.unit, self.total = what, unit, int(total)
+        self.limit = limit_seconds
         self.enabled = enabled
         self.every, self.within = every, within
         self.stream = stream
@@ -62,11 +88,9 @@ class LogLines:
         parts = []
         if self.samples and elapsed > 0:
             parts.append(f"{self.samples / elapsed:.3g} samples/s")
-        finished_here = done - self.start_done
-        left = self.total - done
-        eta = elapsed / finished_here * left if finished_here > 0 else math.inf
+        eta, by_limit = remaining(elapsed, done - self.start_done, self.total - done, self.limit)
         parts.append(f"elapsed {_clock(elapsed)}")
-        parts.append(f"ETA {_clock(eta) if left > 0 else '0:00:00'}")
+        parts.append(f"ETA {_clock(eta)}" + (" (max_minutes)" if by_limit else ""))
         return " | ".join(parts)
 
     def tick(self, samples: int, done: int, **fields) -> None:
@@ -99,9 +123,16 @@ class LogLines:
         return f"{self.what} {where}" + (f" {values}" if values else "") + f" | {self._rate_and_eta(done)}"
 
     def metrics(self, done: int, values: dict, label: str = "validation") -> None:
-        """Every validation round: its metrics on one line."""
+        """Every validation round: its metrics on one line, each one with a floor (or a multiple of it)
+        worded against it by metrics.floor_caption, its floor keys folded in (metrics.caption_names);
+        the items are then separated by '; '."""
         if not self.enabled:
             return
-        shown = " ".join(f"{k} {_value(v)}" for k, v in values.items()
-                         if isinstance(v, (int, float)) and not isinstance(v, bool))
+        from .metrics import caption_names, floor_caption, has_floor
+
+        numbers = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        names = caption_names(numbers)
+        worded = {name for name in names if has_floor(numbers, name)}
+        shown = ("; " if worded else " ").join(
+            floor_caption(numbers, name) if name in worded else f"{name} {_value(numbers[name])}" for name in names)
         self._print(f"{label} {self.unit} {done}: {shown}")

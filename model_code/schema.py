@@ -330,8 +330,9 @@ class TrainConfig:
                      "is within the metric's sampling noise of the best so far (half the width of its real-vs-real "
                      "floor's 90% interval; metrics without one: the best), so a flat noisy curve keeps the most "
                      "trained model; best, the lowest value", choices=("within_noise", "best"))
-    max_minutes: Optional[float] = _f(None, "stop after this many minutes (> 0) of training (with a checkpoint and "
-                                      "a final evaluation); null = no limit")
+    max_minutes: Optional[float] = _f(None, "stop at the first step past this many minutes (> 0) of this start, "
+                                      "mid-epoch too, with a checkpoint and a final evaluation; the same command "
+                                      "goes on; null = no limit")
     device: str = _f("auto", "auto (cuda when available, else cpu), cpu, cuda or cuda:N")
     threads: Optional[int] = _f(None, "CPU threads for torch, >= 1; null (automatic): OMP_NUM_THREADS if set, else "
                                 "SLURM_CPUS_PER_TASK, else the available cores / processes on the node (0 is "

@@ -13,12 +13,14 @@ counts that unit:
     snapshot_interval    snapshots/model.<step>.pt, kept
     figure_interval      samples/<unit>.png
 
-A stop signal (SIGUSR1 / SIGTERM) on any rank stops every rank after the same step with
-model.pt written; the same command resumes mid-epoch exactly.
+A stop signal (SIGUSR1 / SIGTERM, or a first Ctrl-C) on any rank stops every rank after the same
+step with model.pt written; the same command resumes mid-epoch exactly. max_minutes stops at the
+first step that ends past it (rank 0's clock decides), mid-epoch too, the same way.
 """
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
@@ -35,7 +37,15 @@ from . import checkpoint, files
 from .distributed import Context
 from .errors import UserError
 from .processes.base import sample_in_batches
-from .progress import LogLines
+from .progress import LogLines, steps_within
+
+# A second SIGINT this soon after the first is the same Ctrl-C delivered twice, not a second press:
+# a launcher in the terminal's process group forwards what it gets while the terminal signals the
+# whole group too (exps/launch_exp.sh's trap; torchrun of versions whose workers share its group).
+SAME_CTRL_C_SECONDS = 1.0
+# Without max_minutes, a projection past this gets a note after the first timed steps: a run of
+# more than a day was most likely started on the wrong machine or with the wrong config.
+LONG_RUN_HOURS = 24
 
 
 @dataclass
@@ -101,7 +111,64 @@ class CheckpointWriteFailed(UserError):
 
 
 class Preempted(Exception):
-    """A stop signal arrived; model.pt holds the exact state to resume from."""
+    """A stop signal arrived; model.pt holds the exact state to resume from. `interrupted`: the stop was a
+    Ctrl-C (SIGINT) on every rank that stopped, not a scheduler's SIGTERM / SIGUSR1 (a launcher requeues those)."""
+
+    def __init__(self, message: str, interrupted: bool = False):
+        super().__init__(message)
+        self.interrupted = interrupted
+
+
+def _duration(seconds: float) -> str:
+    hours = seconds / 3600
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if hours < 1.5:
+        return f"{seconds / 60:.0f} min"
+    if hours < 72:
+        return f"{hours:.0f} h" if hours >= 10 else f"{hours:.1f} h"
+    return f"{hours / 24:.0f} days"
+
+
+def time_note(seconds_per_step: float, step: int, total_steps: int, steps_per_unit: int, unit: str, device,
+              threads: int, seconds_left: float | None = None, max_minutes: float | None = None) -> str | None:
+    """The line that says early that a run will not fit, from the time of its steps: past the time left to
+    max_minutes (`seconds_left`), or without one past LONG_RUN_HOURS; None when it fits."""
+    left = total_steps - step
+    need = seconds_per_step * left
+    if seconds_left is not None:
+        if need <= seconds_left:
+            return None
+        fit = steps_within(seconds_per_step, seconds_left, left)
+        stop = step + fit
+        where = f"step {stop}/{total_steps}"
+        if unit == "epoch":
+            where += f", in epoch {(stop - 1) // steps_per_unit + 1}/{total_steps // steps_per_unit}"
+        text = (f"max_minutes={max_minutes:g} stops this start after about {fit} of the {left} steps left ({where}); "
+                f"all of them would take about {_duration(need)}")
+    elif need > LONG_RUN_HOURS * 3600:
+        text = f"the {left} steps left take about {_duration(need)}"
+    else:
+        return None
+    on_cpu = torch.device(device).type == "cpu"
+    here = f"cpu, {threads} thread{'' if threads == 1 else 's'}" if on_cpu else str(device)
+    hint = "; this run is GPU-sized (train.device=cuda), or see the CPU-sized configs in README.org" if on_cpu else ""
+    per = f"{seconds_per_step:.0f}" if seconds_per_step >= 100 else f"{seconds_per_step:.3g}"
+    return f"note: {per} s per step here ({here}): {text}{hint}"
+
+
+def _say_now(text: str) -> None:
+    """One line from inside a signal handler: written to the descriptor, since the handler may have
+    interrupted a write to sys.stderr (tqdm's bar), where a second buffered write raises."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):      # a stream without a descriptor (captured output)
+        try:
+            print(text, file=sys.stderr, flush=True)
+        except RuntimeError:
+            pass
+        return
+    os.write(fd, (text + "\n").encode())
 
 
 class Trainer:
@@ -122,8 +189,18 @@ class Trainer:
         self.running: dict = {}               # sums of the loss terms since the last results.json line
         self.seconds = 0.0                    # training time over all starts
         self.eval_seconds = 0.0               # the part of it spent on validation metrics and figures
-        self.stop_requested = False
+        self.stop_requested = False           # SIGUSR1 / SIGTERM on this rank
+        self.interrupt_requested = False      # a first Ctrl-C on this rank
         self.stop_everywhere = False
+        self.stopped_by_ctrl_c = False        # what every rank agreed: Ctrl-C only, no scheduler's signal
+        self.out_of_time = False              # rank 0 is past max_minutes, told to every rank
+        self.clock = time.monotonic           # max_minutes, step times and ETAs (tests inject one)
+        # (free bytes, bytes this process held) before the data set and the network existed: train.py sets it,
+        # and the first steps' growth over it is compared with what was free (memory.tight_memory_note).
+        self.memory_at_start = None
+        self._deadline = None                 # max_minutes on self.clock, for this start
+        self._interrupted_at = None
+        self._recorded_at = None              # step of this start's last evaluators' record
         self.writer = None
         self._log_unsynced = False            # results.json has lines not yet fsynced
 
@@ -200,7 +277,9 @@ class Trainer:
         if self.s.tensorboard and main:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.savedir / "tb"), purge_step=self.step)
-        old = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+        handlers = {signal.SIGUSR1: self.request_stop, signal.SIGTERM: self.request_stop,
+                    signal.SIGINT: self.request_interrupt}
+        old = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
         try:
             self._loop()
         except BaseException:
@@ -225,42 +304,100 @@ class Trainer:
     def _loop(self) -> None:
         s, main = self.s, self.dist.is_main
         bar = tqdm(total=s.total_steps, initial=self.step, desc="steps", disable=not (s.progress and main))
-        log = LogLines("train", s.unit, s.length, done=self.unit_index(), enabled=s.log_lines and main)
+        limit = None if s.max_minutes is None else 60 * s.max_minutes
+        log = LogLines("train", s.unit, s.length, done=self.unit_index(), enabled=s.log_lines and main,
+                       clock=self.clock, limit_seconds=limit)
         began = time.time() - self.seconds
-        started = time.time()
+        started = self.clock()
+        self._deadline = None if limit is None else started + limit
+        first, timed = self.step, []
         batches = self.source.batches(s.batch_size, self.generator)
         while self.step < s.total_steps:
+            before = self.clock()
             terms, n = self.train_step(next(batches))
+            now, here = self.clock(), self.step - first
+            if main and here in (2, 3):
+                # The first step of a start includes the warm-up (allocations, kernel choice); not the evaluations.
+                timed.append(now - before)
+                if here == 3:
+                    self._note_time(sum(timed) / len(timed), now)
+            if limit is not None and not bar.disable:
+                # The bar's total is where this start stops, so that its ETA is to max_minutes when that comes first.
+                expected = self.step if self.out_of_time else self.step + steps_within(
+                    (now - started) / here, self._deadline - now, s.total_steps - self.step)
+                if expected != bar.total:
+                    bar.total = expected
+                    bar.set_description("steps" if expected == s.total_steps else "steps to max_minutes",
+                                        refresh=False)
             bar.update(1)
             self.seconds = time.time() - began
             if s.unit == "epoch":
                 log.advance(n, self.unit_index(), step=self.step, loss=self._mean("loss"))
             else:
                 log.tick(n, self.step, loss=self._mean("loss"))
-            stop = self.stop_everywhere
-            if self.step % s.steps_per_unit and not stop:
+            # Both agreed in train_step's all-reduce, so every rank stops after the same step.
+            stop, late = self.stop_everywhere, self.out_of_time
+            boundary = self.step % s.steps_per_unit == 0
+            if not (boundary or stop or late):
                 continue
             unit = self.unit_index()
-            # Rank 0's clock decides, so every rank stops after the same unit.
-            out_of_time = self.dist.broadcast_flag(s.max_minutes is not None
-                                                   and time.time() - started > 60 * s.max_minutes)
-            last = self.step == s.total_steps or out_of_time
-            if not self.step % s.steps_per_unit:
+            last = self.step == s.total_steps or late
+            if boundary:
                 self._unit_done(unit, last, log, bar)
             if stop:
                 self._save_latest()
                 self.dist.barrier()
-                raise Preempted(f"stopped by signal at {s.unit} {unit}, step {self.step}; "
-                                f"model.pt holds the state to resume from")
-            if out_of_time:
+                how = "Ctrl-C" if self.stopped_by_ctrl_c else "signal"
+                where = f"epoch {unit}, step {self.step}" if s.unit == "epoch" else f"step {self.step}"
+                raise Preempted(f"stopped by {how} at {where}; model.pt holds the state to resume from",
+                                interrupted=self.stopped_by_ctrl_c)
+            if late:
+                if not boundary:
+                    # The resume point first; the record after it is not part of it (see _unit_done).
+                    self._save_latest()
+                    if self._recorded_at != self.step - 1:    # else the deadline passed in that record's evaluation
+                        self._unit_done(unit + 1, True, log, bar, partial=True)
                 if main:
-                    print(f"stopping after {s.unit} {unit}: max_minutes={s.max_minutes} reached", file=sys.stderr)
+                    print(self._time_stop_line(unit, boundary), file=sys.stderr)
                 break
         bar.close()
 
-    def _unit_done(self, unit: int, last: bool, log, bar) -> None:
+    def _time_stop_line(self, unit: int, boundary: bool) -> str:
+        s, minutes = self.s, f"{self.s.max_minutes:g}"
+        if boundary:
+            where = f"after {s.unit} {unit}/{s.length} (step {self.step})"
+        else:
+            where = (f"at step {self.step}, {s.unit} {unit + 1}/{s.length} in progress "
+                     f"({self.step - unit * s.steps_per_unit}/{s.steps_per_unit} of its steps)")
+        return (f"stopped {where}: max_minutes={minutes} reached; model.pt holds this state: run the same command "
+                f"to go on from it for up to {minutes} more minutes (a larger train.max_minutes, or null for no "
+                f"limit, may be given on resume)")
+
+    def _note_time(self, seconds_per_step: float, now: float) -> None:
         s = self.s
-        if s.unit == "epoch":
+        note = time_note(seconds_per_step, self.step, s.total_steps, s.steps_per_unit, s.unit, self.device,
+                         torch.get_num_threads(), None if self._deadline is None else self._deadline - now,
+                         s.max_minutes)
+        if note is not None:
+            print(note, file=sys.stderr)
+        if self.memory_at_start is not None:
+            from . import memory
+
+            free, held = self.memory_at_start
+            peak = memory.peak_bytes(self.device)
+            growth = None if peak is None or held is None else max(0, peak - held)
+            note = memory.tight_memory_note(growth, free, self.device)
+            if note is not None:
+                print(f"note: {note}", file=sys.stderr)
+
+    def _unit_done(self, unit: int, last: bool, log, bar, partial: bool = False) -> None:
+        """The work at the end of a unit. partial: the final record of a max_minutes stop inside `unit`, after
+        model.pt was written: its results.json line (labelled with that unit) is the last one this start
+        writes, and a resume drops it (trim_jsonl keeps the units model.pt completed) and writes the unit
+        again at its real end; it replaces no model.<metric>.pt, so the folder stays what the run that
+        never stopped has at the same step."""
+        s = self.s
+        if s.unit == "epoch" and not partial:
             log.unit_done(unit, step=self.step, loss=self._mean("loss"))
         row = None
         if unit % s.log_interval == 0 or last:
@@ -272,10 +409,14 @@ class Trainer:
             self.running = {}
         evaluating = time.time()
         if unit % s.record_interval == 0 or last:
-            values = self.record(unit)
+            values = self.record(unit, keep_best=not partial)
+            self._recorded_at = self.step
             # The log line: the tracked metrics and their multiples of the real-vs-real floor.
             tracked = self._tracked()
-            log.metrics(unit, {k: v for k, v in values.items() if k in tracked or k.endswith("_floor")})
+            # ... with the floors' intervals (so that a value inside one reads "within the floor's noise") and the
+            # spectrum errors, which w_total cannot stand in for.
+            log.metrics(unit, {k: v for k, v in values.items() if k in tracked or k.endswith("_floor")
+                               or k.startswith(("floor_", "spectrum_error"))})
             row = {**(row or {s.unit: unit, "step": self.step}), **values}
         if s.figure_interval and (unit % s.figure_interval == 0 or last) and self.figure is not None:
             self.draw_figure(unit)
@@ -288,6 +429,8 @@ class Trainer:
             row["eval_time"] = round(self.eval_seconds, 2)
             self.write_row(row)
             bar.set_postfix(loss=f"{row.get('loss', math.nan):.4g}")
+        if partial:
+            return
         if unit % s.checkpoint_interval == 0 or last:
             self._save_latest()
         if s.snapshot_interval and unit % s.snapshot_interval == 0 and self.dist.is_main:
@@ -296,6 +439,22 @@ class Trainer:
     def request_stop(self, *_) -> None:
         """Signal handler (SIGUSR1 / SIGTERM): stop after the current step with a checkpoint."""
         self.stop_requested = True
+
+    def request_interrupt(self, *_) -> None:
+        """SIGINT handler: the first Ctrl-C stops like request_stop, the next one aborts at once (a
+        checkpoint being written is left whole: the previous file stays, the temporary is removed)."""
+        now = self.clock()
+        if self._interrupted_at is None:
+            self._interrupted_at = now
+            self.interrupt_requested = True
+            if self.dist.is_main:
+                _say_now(("\n" if self.s.progress else "") + "Ctrl-C: stopping after the current step with model.pt "
+                         "written (Ctrl-C again aborts without saving)")
+            return
+        if now - self._interrupted_at < SAME_CTRL_C_SECONDS:
+            return
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt
 
     def _mean(self, key: str) -> float:
         count = self.running.get("_count", 0)
@@ -317,10 +476,16 @@ class Trainer:
         draw = self.process.train_step(self.model, self.to_device(batch), self.generator, shard, self.step, update)
         self._update_ema()
         names = ["loss", *draw.terms]
-        # One all-reduce per step: the global loss terms and whether any rank was signalled.
-        *totals, stops = self.dist.sum([float(draw.loss.detach()) * count,
-                                        *(v * count for v in draw.terms.values()), float(self.stop_requested)])
-        self.stop_everywhere = stops > 0
+        late = self.dist.is_main and self._deadline is not None and self.clock() > self._deadline
+        # One all-reduce per step: the global loss terms, whether any rank was signalled (a scheduler's
+        # signal or a Ctrl-C) and whether rank 0 is past max_minutes.
+        *totals, stops, interrupts, lates = self.dist.sum([
+            float(draw.loss.detach()) * count, *(v * count for v in draw.terms.values()),
+            float(self.stop_requested), float(self.interrupt_requested), float(late)])
+        self.stop_everywhere = stops + interrupts > 0
+        # A scheduler's signal anywhere wins: its launcher requeues on exit 3.
+        self.stopped_by_ctrl_c = stops == 0 and interrupts > 0
+        self.out_of_time = lates > 0
         bad = [name for name, total in zip(names, totals) if not math.isfinite(total)]
         if bad:
             # Nothing is saved from here on: model.pt on disk is the last good state.
@@ -414,7 +579,8 @@ class Trainer:
                                valid_labels=self.valid[1], generate=generate, device=self.device, step=self.step,
                                dist=self.dist, savedir=self.savedir, cache=cache)
 
-    def record(self, unit: int) -> dict:
+    def record(self, unit: int, keep_best: bool = True) -> dict:
+        """The evaluators' values at `unit`; keep_best: model.<metric>.pt where select_checkpoint says so."""
         ctx = self.context()
         values = {}
         for evaluator in self.evaluators:
@@ -425,7 +591,7 @@ class Trainer:
             samples = ctx.generate(n)[:self.s.n_plot]
             if self.dist.is_main:
                 self.figure(samples, self.savedir / "samples" / f"{unit}", f"{self.s.unit} {unit}", values)
-        for name in self._tracked():
+        for name in self._tracked() if keep_best else []:
             value = values.get(name)
             if value is None or not math.isfinite(value):
                 continue

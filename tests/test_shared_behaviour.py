@@ -130,15 +130,18 @@ def test_a_stopped_run_resumes_exactly(system, tmp_path, volcano_dir):
 
 # ---------------------------------------------------------------- stop signals
 @pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGUSR1, 3), (signal.SIGINT, 130)], ids=["sigusr1", "ctrl-c"])
 @pytest.mark.parametrize("system", NAMES)
-def test_sigusr1_stops_with_a_checkpoint_and_the_same_command_resumes(system, tmp_path, volcano_dir):
+def test_a_stop_signal_stops_with_a_checkpoint_and_the_same_command_resumes(system, sig, code, tmp_path,
+                                                                            volcano_dir):
+    """Slurm's SIGUSR1 (exit 3: requeue) and a Ctrl-C (exit 130: not requeued) both write model.pt."""
     run = tmp_path / "run"
     extra = longer(system)
     proc = start(run, system, volcano_dir, *extra)
     assert wait_until(lambda: (run / "results.json").exists()), "no results.json line"
-    os.kill(proc.pid, signal.SIGUSR1)
+    os.kill(proc.pid, sig)
     proc.join(120)
-    assert proc.exitcode == 3                          # train.py's "preempted, checkpoint written"
+    assert proc.exitcode == code                       # train.py's "stopped, checkpoint written"
     state = checkpoint.load(run / "model.pt")
     done = state["step"]
     assert done > 0
