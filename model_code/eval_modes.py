@@ -59,7 +59,8 @@ def _evaluate(cli, out: Path, compute, run=None) -> int:
     # The JSON's bare *_x_floor multiples read as scores; this line words them against the floor.
     numbers = headline(values)
     if numbers:
-        print(f"{cli.mode}: {numbers}")
+        # "frechet: frechet 25.2 ..." says its name twice: the headline already starts with it.
+        print(numbers if numbers.startswith(f"{cli.mode} ") else f"{cli.mode}: {numbers}")
     print(f"wrote {out / npz} and {out / 'metrics.json'}")
     if table is not None:
         path = results_table.add_result(table[0], cli.mode, table[1], {**summary.get("metrics", {}),

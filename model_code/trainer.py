@@ -365,7 +365,7 @@ class Trainer:
     def _time_stop_line(self, unit: int, boundary: bool) -> str:
         s, minutes = self.s, f"{self.s.max_minutes:g}"
         if boundary:
-            where = f"after {s.unit} {unit}/{s.length} (step {self.step})"
+            where = f"after {s.unit} {unit}/{s.length}" + (f" (step {self.step})" if s.unit == "epoch" else "")
         else:
             where = (f"at step {self.step}, {s.unit} {unit + 1}/{s.length} in progress "
                      f"({self.step - unit * s.steps_per_unit}/{s.steps_per_unit} of its steps)")

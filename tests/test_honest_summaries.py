@@ -244,7 +244,7 @@ def test_eval_frechet_stores_and_prints_the_interval_beside_the_value_and_the_fl
     for name in ("frechet", "frechet_floor"):
         assert 0 <= m[f"{name}_p05"] < m[f"{name}_p95"] and math.isfinite(m[name])
     assert "bootstrap resamples" in summary["frechet_interval"]
-    assert f"frechet: {M.floor_caption(m, 'frechet')}" in out
+    assert M.floor_caption(m, 'frechet') in out        # its own name leads the line, once
     assert f"resampled 90% interval {m['frechet_p05']:.3g}-{m['frechet_p95']:.3g}" in M.floor_caption(m, "frechet")
     _evaluate(run, capsys, "--mode", "frechet", "--Ntest", "32", "--tag", "b")
     again = json.loads((run / "eval" / "b" / "metrics.json").read_text())["metrics"]
