@@ -112,22 +112,23 @@ def _note(text: str) -> None:
 
 
 def _settings_flags(argv: list, notes: list) -> list:
-    """The heat code's ml_collections spelling --config.KEY=VALUE as the override KEY=VALUE; a
-    (position in argv, note) for each in `notes`."""
+    """The heat code's spellings of an override, --config.KEY=VALUE (ml_collections) and config.KEY=VALUE
+    (its README; no schema group is called config), as the override KEY=VALUE; a note for each in `notes`."""
     from model_code.errors import UserError
 
     out = []
     for i, arg in enumerate(argv):
-        if arg.startswith("--config."):
-            key, eq, value = arg[len("--config."):].partition("=")
-            if not eq or not key:
-                # `--config.KEY VALUE`: the next word could as well be a config file or a flag, so it is not taken.
-                typed = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("-") else "VALUE"
-                raise UserError(f"{arg}: write the override as {key or 'KEY'}={typed} (key=value, one word)")
-            out.append(f"{key}={value}")
-            notes.append((i, f"{arg} is the override {key}={value} here"))
-        else:
+        prefix = "--config." if arg.startswith("--config.") else "config." if arg.startswith("config.") else None
+        key, eq, value = arg[len(prefix or ""):].partition("=")
+        if prefix == "--config." and not (eq and key):
+            # `--config.KEY VALUE`: the next word could as well be a config file or a flag, so it is not taken.
+            typed = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("-") else "VALUE"
+            raise UserError(f"{arg}: write the override as {key or 'KEY'}={typed} (key=value, one word)")
+        if prefix is None or not (eq and key):
             out.append(arg)
+            continue
+        out.append(f"{key}={value}")
+        notes.append(f"{arg} is the override {key}={value} here")
     return out
 
 
@@ -156,16 +157,10 @@ def parse_args(argv=None):
     # nargs='+' also swallows the key=value arguments that follow the files.
     args.config = [f for f in files if "=" not in f or Path(f).suffix in (".json", ".yaml", ".yml")]
     args.overrides = [f for f in files if f not in args.config] + args.overrides
-    # The heat code's README spells overrides config.KEY=VALUE; no schema group is called config.
-    for i, item in enumerate(args.overrides):
-        if item.startswith("config.") and "=" in item:
-            args.overrides[i] = item[len("config."):]
-            notes.append((argv.index(item) if item in argv else len(argv),
-                          f"{item} is the override {args.overrides[i]} here"))
     resolved = [config_files.resolve_path(f) for f in args.config]
     args.config = [path for path, _ in resolved]
     # The files' notes first, then one per old spelling in the order typed.
-    for note in [note for _, note in resolved if note] + [note for _, note in sorted(notes)]:
+    for note in [note for _, note in resolved if note] + notes:
         _note(note)
     return args
 

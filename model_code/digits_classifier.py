@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fid import frechet_of_features
+
 SEED = 0
 EPOCHS = 30
 BATCH_SIZE = 128
@@ -171,12 +173,6 @@ def features(images: torch.Tensor, batch_size: int = 4096, cache_dir=None) -> to
     return torch.cat([model.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
-def _frechet_of_features(a: torch.Tensor, b: torch.Tensor) -> float:
-    from .fid import frechet_of_features
-
-    return frechet_of_features(a, b)
-
-
 def frechet_digits(generated: torch.Tensor, real: torch.Tensor, cache_dir=None) -> float:
     """Frechet distance between the classifier features of generated and real images.
 
@@ -184,7 +180,7 @@ def frechet_digits(generated: torch.Tensor, real: torch.Tensor, cache_dir=None) 
     """
     generated = torch.as_tensor(generated)
     finite = torch.isfinite(generated.reshape(len(generated), -1)).all(dim=1)
-    return _frechet_of_features(features(generated[finite], cache_dir=cache_dir),
+    return frechet_of_features(features(generated[finite], cache_dir=cache_dir),
                                 features(real, cache_dir=cache_dir))
 
 
@@ -194,7 +190,7 @@ def frechet_floor(real: torch.Tensor, seed: int = 0, cache_dir=None) -> float:
 
     a, b = split_halves(len(real), seed)
     f = features(real, cache_dir=cache_dir)
-    return _frechet_of_features(f[a], f[b])
+    return frechet_of_features(f[a], f[b])
 
 
 def frechet_summary(generated: torch.Tensor, real: torch.Tensor, seed: int = 0, cache_dir=None,
@@ -215,9 +211,9 @@ def frechet_summary(generated: torch.Tensor, real: torch.Tensor, seed: int = 0, 
     finite = torch.isfinite(generated.reshape(len(generated), -1)).all(dim=1)
     fake, f_real = features(generated[finite], cache_dir=cache_dir), features(real, cache_dir=cache_dir)
     a, b = split_halves(len(real), seed)
-    floor = _frechet_of_features(f_real[a], f_real[b])
+    floor = frechet_of_features(f_real[a], f_real[b])
     g = torch.Generator().manual_seed(int(seed))
     lo, hi = frechet_interval(fake, f_real, g, n_resamples)
     floor_lo, floor_hi = frechet_floor_interval(f_real, floor, g, n_resamples)
-    return {"frechet": _frechet_of_features(fake, f_real), "frechet_p05": lo, "frechet_p95": hi,
+    return {"frechet": frechet_of_features(fake, f_real), "frechet_p05": lo, "frechet_p95": hi,
             "frechet_floor": floor, "frechet_floor_p05": floor_lo, "frechet_floor_p95": floor_hi}

@@ -25,6 +25,16 @@ def rows(run: Path) -> list:
     return [json.loads(line) for line in (Path(run) / "results.json").read_text().splitlines()]
 
 
+def same_rows(a: Path, b: Path) -> None:
+    """The same results.json lines in two run folders: steps, and every float but the clocks to rounding."""
+    ra, rb = rows(a), rows(b)
+    assert [r["step"] for r in rb] == [r["step"] for r in ra]
+    for x, y in zip(ra, rb):
+        for key, value in x.items():
+            if key not in ("time", "eval_time") and isinstance(value, float):
+                assert y[key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
+
+
 def assert_trains_like_one(one: Path, two: Path) -> None:
     """The same results.json lines (losses, validation metrics) and weights as the 1-process run."""
     a, b = rows(one), rows(two)

@@ -23,7 +23,7 @@ from model_code import build, checkpoint, config
 from model_code.errors import run_cli
 from model_code.progress import LogLines, remaining, steps_within
 from model_code.trainer import SAME_CTRL_C_SECONDS, Trainer, time_note
-from helpers import rows
+from helpers import rows, same_rows
 from systems import ROOT, SYSTEMS, train_args
 
 SYSTEM = "interpolant_grf"       # 3 epochs of 4 steps, record at epoch 3, model.pt every epoch; no data folder
@@ -104,15 +104,6 @@ def same_weights(a: Path, b: Path) -> None:
         assert list(a_weights) == list(b_weights)
         for name, x in a_weights.items():
             assert torch.equal(x, b_weights[name]), (part, name)
-
-
-def same_rows(a: Path, b: Path) -> None:
-    ra, rb = rows(a), rows(b)
-    assert [r["step"] for r in rb] == [r["step"] for r in ra]
-    for x, y in zip(ra, rb):
-        for key, value in x.items():
-            if key not in ("time", "eval_time") and isinstance(value, float):
-                assert y[key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
 
 
 # ---------------------------------------------------------------- Ctrl-C
